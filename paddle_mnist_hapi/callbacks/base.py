@@ -1,0 +1,112 @@
+"""``StatefulCallback``: the contract between callbacks and ``ResumeCkpt``.
+
+A stateful callback returns its state as JSON-serializable data from
+``state_dict()`` and takes it back in ``load_state_dict()``. ``ResumeCkpt``
+finds every stateful callback of the same ``fit`` and saves and restores
+them under their ``key``, without the user wiring anything.
+
+A callback resets its state in ``on_train_begin`` unless state was loaded for
+this ``fit`` (``ResumeCkpt`` may run before or after it in the list).
+
+Examples:
+    >>> class Counter(StatefulCallback):
+    ...     def reset_state(self):
+    ...         self.batches = 0
+    ...     def on_train_batch_end(self, step, logs=None):
+    ...         self.batches += 1
+    ...     def state_dict(self):
+    ...         return {"batches": self.batches}
+    ...     def _load_state(self, state):
+    ...         self.batches = state["batches"]
+    >>> c = Counter()
+    >>> c.load_state_dict({"batches": 7}); c.on_train_begin(); c.batches
+    7
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import paddle
+
+from paddle_mnist_hapi.errors import ConfigError
+
+__all__ = ["StatefulCallback", "scalar", "stateful_callbacks"]
+
+
+def stateful_callbacks(callbacks: Any) -> dict[str, StatefulCallback]:
+    """The stateful callbacks among ``callbacks``, by ``key``.
+
+    Raises:
+        ConfigError: two of them share a key, so a checkpoint could not tell them apart.
+
+    Examples:
+        >>> stateful_callbacks([paddle.callbacks.ProgBarLogger()])
+        {}
+    """
+    found: dict[str, StatefulCallback] = {}
+    for callback in callbacks:
+        if isinstance(callback, StatefulCallback):
+            if callback.key in found:
+                raise ConfigError(
+                    f"Two stateful callbacks share the state key {callback.key!r}, so a checkpoint could not "
+                    f"tell them apart. Give one of them another `state_key`. Received: {found[callback.key]!r} "
+                    f"and {callback!r}"
+                )
+            found[callback.key] = callback
+    return found
+
+
+def scalar(value: Any) -> float:
+    """hapi's log values (one-element lists, numpy scalars) as a float.
+
+    Examples:
+        >>> import numpy as np
+        >>> scalar([0.5]), scalar(np.float64(2))
+        (0.5, 2.0)
+    """
+    while isinstance(value, (list, tuple)):
+        value = value[0]
+    return float(value)
+
+
+class StatefulCallback(paddle.callbacks.Callback):
+    """Base class of the library's callbacks that have state to resume.
+
+    Subclasses implement ``reset_state``, ``state_dict`` and ``_load_state``.
+    ``state_key`` (default: the class name) must be unique among the
+    stateful callbacks of one ``fit``.
+    """
+
+    state_key: str = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._state_loaded = False
+        self.reset_state()
+
+    @property
+    def key(self) -> str:
+        return self.state_key or type(self).__name__
+
+    def reset_state(self) -> None:
+        """Set the state a fresh training run starts from."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state to checkpoint, as JSON-serializable data."""
+        return {}
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        """Apply ``state`` (as returned by ``state_dict``)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state``; it survives this fit's ``on_train_begin``."""
+        self._load_state(state)
+        self._state_loaded = True
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if not self._state_loaded:
+            self.reset_state()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._state_loaded = False
