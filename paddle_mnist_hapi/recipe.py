@@ -15,16 +15,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi.callbacks.resume import ResumeCkpt
 from paddle_mnist_hapi.data import MNIST
 from paddle_mnist_hapi.device import set_device
 from paddle_mnist_hapi.errors import ConfigError
@@ -51,6 +51,13 @@ class TrainConfig:
     seed: int = 0
     data_dir: str | None = None
     verbose: int = 1
+    resume: bool = field(
+        default=True,
+        metadata={"help": "continue from the newest checkpoint in OUTPUT/checkpoints (a finished run trains no more)"},
+    )
+    checkpoint_every_n_steps: int | None = field(
+        default=None, metadata={"help": "also checkpoint mid-epoch every N steps (epoch checkpoints are always on)"}
+    )
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -91,6 +98,24 @@ def build_model(config: TrainConfig, steps_per_epoch: int) -> paddle.Model:
     return model
 
 
+def default_callbacks(config: TrainConfig, output: Path) -> list[paddle.callbacks.Callback]:
+    """The callbacks the recipe trains with (checkpoints, logs, plots live under ``output``).
+
+    Examples:
+        >>> isinstance(default_callbacks(TrainConfig(), Path("runs/x")), list)
+        True
+    """
+    callbacks: list[paddle.callbacks.Callback] = [
+        ResumeCkpt(
+            output / "checkpoints",
+            every_n_steps=config.checkpoint_every_n_steps,
+            monitor="acc",
+            resume=config.resume,
+        )
+    ]
+    return callbacks
+
+
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train, evaluate, export and verify; return a JSON-ready summary.
 
@@ -108,6 +133,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
     log.info("Training %s on %d images (%s), device %s", config.model, len(train_data), train_data.source, device)
+    callbacks = default_callbacks(config, output)
     train_started = time.perf_counter()
     model.fit(
         train_data,
@@ -116,6 +142,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         epochs=config.epochs,
         verbose=config.verbose,
         log_freq=100,
+        callbacks=callbacks,
     )
     train_seconds = time.perf_counter() - train_started
     result = model.evaluate(test_data, batch_size=1000, verbose=0)
@@ -130,13 +157,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "train_seconds": round(train_seconds, 1),
         "export": prefix,
         "export_max_abs_diff": report.max_abs_diff,
+        "resume": next((dict(c.report) for c in callbacks if isinstance(c, ResumeCkpt)), None),
         "device": device,
         "config": asdict(config),
         "seconds": round(time.perf_counter() - started, 1),
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-if __name__ == "__main__":  # pragma: no cover
-    print(json.dumps(train(TrainConfig(**json.loads(os.environ.get("CONFIG", "{}"))))))

@@ -6,6 +6,7 @@ import json
 import subprocess
 
 import pytest
+
 from conftest import PYTHON, ROOT
 
 
@@ -29,6 +30,29 @@ def test_fit_lenet_example_reaches_real_accuracy_and_exports(tmp_path, subproces
     test = MNIST("test", limit=500)
     logits = run_predictor(load_inference_predictor(prefix), test.images)
     assert (logits.argmax(1) == test.labels.ravel()).mean() > 0.95
+
+
+@pytest.mark.slow
+def test_rerunning_the_example_resumes_and_trains_no_more(tmp_path, subprocess_env):
+    command = [
+        PYTHON,
+        str(ROOT / "examples/fit_lenet.py"),
+        "--limit",
+        "2000",
+        "--epochs",
+        "1",
+        "--output",
+        str(tmp_path),
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, env=subprocess_env, timeout=600, check=False)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run(command, capture_output=True, text=True, env=subprocess_env, timeout=600, check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    a, b = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (first, again))
+    assert a["resume"]["resumed_from"] is None
+    assert b["resume"]["finished"] is True and b["resume"]["resumed_from"].endswith("ckpt-000000032")
+    assert b["test_acc"] == a["test_acc"]
+    assert "training already finished" in again.stderr
 
 
 def test_example_help_lists_its_options(subprocess_env):

@@ -1,0 +1,233 @@
+"""ResumeCkpt in one process: rebuilt models, corrupt checkpoints, mismatches, retention."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_mnist_hapi import MNIST, create_model, specs_for
+from paddle_mnist_hapi.callbacks import ResumeCkpt, StatefulCallback, load_weights
+from paddle_mnist_hapi.checkpoint import CheckpointStore
+from paddle_mnist_hapi.errors import CheckpointError, CheckpointMismatchError, ConfigError
+
+
+@pytest.fixture(scope="module")
+def train_data():
+    return MNIST("train", limit=256)
+
+
+@pytest.fixture(scope="module")
+def eval_data():
+    return MNIST("test", limit=128)
+
+
+class Counter(StatefulCallback):
+    def reset_state(self):
+        self.batches = 0
+
+    def on_train_batch_end(self, step, logs=None):
+        self.batches += 1
+
+    def state_dict(self):
+        return {"batches": self.batches}
+
+    def _load_state(self, state):
+        self.batches = state["batches"]
+
+
+def _model(name="lenet5", lr=0.01):
+    net = create_model(name)
+    model = paddle.Model(net, *specs_for(name))
+    schedule = paddle.optimizer.lr.PolynomialDecay(lr, decay_steps=100, end_lr=lr / 10)
+    model.prepare(
+        paddle.optimizer.Adam(schedule, parameters=net.parameters()),
+        paddle.nn.CrossEntropyLoss(),
+        paddle.metric.Accuracy(),
+    )
+    return model
+
+
+def _fit(model, data, ckpt, epochs, eval_data=None, batch_size=64, extra=()):
+    model.fit(data, eval_data, batch_size=batch_size, epochs=epochs, verbose=0, callbacks=[ckpt, *extra])
+    return {k: v.numpy().copy() for k, v in model.network.state_dict().items()}
+
+
+def _equal(a, b):
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_resume_in_the_same_process_with_a_rebuilt_model(tmp_path, train_data):
+    paddle.seed(0)
+    reference = _fit(_model(), train_data, ResumeCkpt(tmp_path / "ref"), epochs=2)
+
+    paddle.seed(0)
+    first = _model()
+    _fit(first, train_data, ResumeCkpt(tmp_path / "run"), epochs=1)
+    second = _model()  # a notebook re-runs the cell: new generated parameter names
+    assert second.network.parameters()[0].name != first.network.parameters()[0].name
+    ckpt = ResumeCkpt(tmp_path / "run")
+    resumed = _fit(second, train_data, ckpt, epochs=2)
+    assert ckpt.report["start_epoch"] == 1 and ckpt.report["resumed_from"].endswith("ckpt-000000004")
+    assert _equal(resumed, reference)
+
+
+def test_stateful_callbacks_are_saved_and_restored(tmp_path, train_data):
+    counter = Counter()
+    _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=1, extra=[counter])
+    assert counter.batches == 4
+    state = json.loads(next(tmp_path.glob("ckpt-*/state.json")).read_text())
+    assert state["callbacks"] == {"Counter": {"batches": 4}}
+    fresh = Counter()
+    ckpt = ResumeCkpt(tmp_path)
+    _fit(_model(), train_data, ckpt, epochs=2, extra=[fresh])
+    assert fresh.batches == 8
+    assert ckpt.report["callbacks_restored"] == ["Counter"]
+
+
+def test_corrupt_newest_checkpoint_is_reported_and_the_previous_used(tmp_path, train_data, caplog):
+    paddle.seed(0)
+    full = _fit(_model(), train_data, ResumeCkpt(tmp_path, keep_last=5), epochs=2)
+    newest = tmp_path / "ckpt-000000008"
+    weights = newest / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-5] ^= 0xFF
+    weights.write_bytes(bytes(raw))
+    ckpt = ResumeCkpt(tmp_path, keep_last=5)
+    with caplog.at_level(logging.WARNING):
+        resumed = _fit(_model(), train_data, ckpt, epochs=2)
+    assert ckpt.report["skipped"] == [
+        {"checkpoint": str(newest), "reason": "model.safetensors fails its sha256 checksum (corrupt)"}
+    ]
+    assert ckpt.report["resumed_from"].endswith("ckpt-000000004")
+    assert "fails its sha256 checksum" in caplog.text
+    assert _equal(resumed, full)  # epoch 2 was redone exactly
+
+
+def test_truncated_or_manifestless_checkpoints_are_skipped(tmp_path, train_data):
+    _fit(_model(), train_data, ResumeCkpt(tmp_path, keep_last=5), epochs=2)
+    (tmp_path / "ckpt-000000008" / "optimizer.safetensors").write_bytes(b"\0" * 10)
+    (tmp_path / "ckpt-000000004" / "manifest.json").unlink()
+    store = CheckpointStore(tmp_path)
+    reasons = {i.name: i.reason for i in store.scan()}
+    assert "optimizer.safetensors has 10 bytes" in reasons["ckpt-000000008"]
+    assert "manifest missing" in reasons["ckpt-000000004"]
+    with pytest.raises(CheckpointError, match="No valid checkpoint"):
+        load_weights(_model(), tmp_path)
+
+
+def test_mismatched_batch_size_is_refused_and_nothing_is_lost(tmp_path, train_data):
+    _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=1)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(CheckpointMismatchError, match="batch_size: checkpoint 64, now 32"):
+        _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=2, batch_size=32)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_mismatched_model_names_the_parameters(tmp_path, train_data):
+    _fit(_model("lenet5"), train_data, ResumeCkpt(tmp_path), epochs=1)
+    with pytest.raises(CheckpointMismatchError, match=r"network: checkpoint LeNet5, now MnistCNN.*weights_only=True"):
+        _fit(_model("mnist_cnn"), train_data, ResumeCkpt(tmp_path), epochs=2)
+
+
+def test_weights_only_loads_what_fits_and_trains_from_the_start(tmp_path, train_data):
+    saved = _fit(_model(lr=0.01), train_data, ResumeCkpt(tmp_path), epochs=1)
+    model = _model(lr=0.001)  # other schedule: a full resume would be refused
+    ckpt = ResumeCkpt(tmp_path, weights_only=True)
+    model.fit(train_data, batch_size=64, epochs=1, verbose=0, num_iters=1, callbacks=[ckpt])
+    assert ckpt.report["weights_only"] is True and ckpt.report["start_epoch"] == 0
+    # one step at a small lr from the loaded weights stays close to them; a fresh init would not
+    now = model.network.state_dict()
+    assert max(float(np.abs(now[k].numpy() - saved[k]).max()) for k in saved) < 0.05
+
+
+def test_finished_run_trains_no_more_but_other_callbacks_see_begin_and_end(tmp_path, train_data):
+    final = _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=2)
+    seen = []
+
+    class Spy(paddle.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            seen.append("train_begin")
+
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(f"epoch{epoch}")
+
+        def on_train_end(self, logs=None):
+            seen.append("train_end")
+
+    model, ckpt = _model(), ResumeCkpt(tmp_path)
+    again = _fit(model, train_data, ckpt, epochs=2, extra=[Spy()])
+    assert ckpt.report["finished"] is True
+    assert seen == ["train_begin", "train_end"]
+    assert _equal(again, final)
+    assert model.stop_training is False  # a later fit is not cut short
+
+
+def test_resume_continues_with_more_epochs_and_skipped_epochs_stay_silent(tmp_path, train_data, eval_data):
+    _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=1, eval_data=eval_data)
+    epochs, evals = [], []
+
+    class Spy(paddle.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            epochs.append(epoch)
+
+        def on_eval_end(self, logs=None):
+            evals.append(dict(logs))
+
+    ckpt = ResumeCkpt(tmp_path)
+    _fit(_model(), train_data, ckpt, epochs=3, eval_data=eval_data, extra=[Spy()])
+    assert epochs == [1, 2]
+    assert len(evals) == 2 and all(e["step"] == 1 and e["acc"] > 0.2 for e in evals)  # real evaluations
+    assert ckpt.global_step == 12
+
+
+def test_keep_last_and_best_k_retention(tmp_path, train_data, eval_data):
+    ckpt = ResumeCkpt(tmp_path, keep_last=1, monitor="loss", keep_best=1)
+    _fit(_model(lr=0.05), train_data, ckpt, epochs=4, eval_data=eval_data)
+    valid = [i for i in ckpt.store.scan() if i.valid]
+    newest = max(valid, key=lambda i: i.global_step)
+    assert newest.name == "ckpt-000000016"
+    losses = {i.name: i.state["monitor_value"] for i in valid}
+    best = ckpt.best_path()
+    assert best is not None and best.name in losses
+    assert len(valid) == (1 if best == newest.path else 2)
+    # the best checkpoint loads for evaluation
+    model = _model()
+    load_weights(model, best)
+    assert model.evaluate(eval_data, batch_size=64, verbose=0)["loss"][0] == pytest.approx(losses[best.name], rel=1e-4)
+
+
+def test_every_n_epochs_and_mid_epoch_steps(tmp_path, train_data):
+    ckpt = ResumeCkpt(tmp_path, every_n_epochs=2, every_n_steps=3, keep_last=10)
+    _fit(_model(), train_data, ckpt, epochs=3)
+    names = sorted(p.name for p in tmp_path.glob("ckpt-*"))
+    # steps 3, 6, 9 mid-epoch (not 12: that's an epoch end), epoch 2 (step 8) and the last epoch (step 12)
+    assert names == ["ckpt-000000003", "ckpt-000000006", "ckpt-000000008", "ckpt-000000009", "ckpt-000000012"]
+    state = json.loads((tmp_path / "ckpt-000000006" / "state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 2)
+
+
+def test_checkpoint_files_are_safetensors_and_json_only(tmp_path, train_data):
+    _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=1)
+    files = sorted(p.name for p in next(tmp_path.glob("ckpt-*")).iterdir())
+    assert files == ["manifest.json", "model.safetensors", "optimizer.safetensors", "state.json"]
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"keep_last": 0}, "keep_last"), ({"every_n_steps": -1}, "every_n_steps"), ({"monitor": "speed"}, "mode")],
+)
+def test_bad_arguments_are_clear_errors(tmp_path, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        ResumeCkpt(tmp_path, **kwargs)
+
+
+def test_outside_fit_is_a_clear_error(tmp_path):
+    ckpt = ResumeCkpt(tmp_path)
+    ckpt.set_model(_model())
+    with pytest.raises(CheckpointError, match=r"must run inside paddle\.Model\.fit"):
+        ckpt.on_train_begin()
