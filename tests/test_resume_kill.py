@@ -48,7 +48,10 @@ def _ckpts(save_dir: Path) -> list[Path]:
 
 
 def _state(checkpoint: Path) -> dict:
-    return json.loads((checkpoint / "state.json").read_text())
+    try:
+        return json.loads((checkpoint / "state.json").read_text())
+    except (OSError, ValueError):  # pruned or being replaced while we look
+        return {}
 
 
 def _assert_same_params(a: Path, b: Path) -> None:

@@ -78,9 +78,18 @@ def main() -> None:
         verbose=0,
         callbacks=[ckpt, canary],
     )
-    np.savez(args.out + ".npz", **{k: v.numpy() for k, v in net.state_dict().items()})
-    with open(args.out + ".json", "w") as fh:
-        json.dump({"total": canary.total, "here": canary.here, "report": ckpt.report, "step": ckpt.global_step}, fh)
+    rank, nranks = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
+    out = args.out if nranks == 1 else f"{args.out}.rank{rank}"
+    np.savez(out + ".npz", **{k: v.numpy() for k, v in net.state_dict().items()})
+    with open(out + ".json", "w") as fh:
+        result = {
+            "total": canary.total,
+            "here": canary.here,
+            "report": ckpt.report,
+            "step": ckpt.global_step,
+            "saved": str(ckpt.last_saved) if ckpt.last_saved else None,
+        }
+        json.dump(result, fh)
 
 
 if __name__ == "__main__":
