@@ -231,3 +231,30 @@ def test_outside_fit_is_a_clear_error(tmp_path):
     ckpt.set_model(_model())
     with pytest.raises(CheckpointError, match=r"must run inside paddle\.Model\.fit"):
         ckpt.on_train_begin()
+
+
+def test_a_non_finite_model_is_never_checkpointed(tmp_path, train_data, caplog):
+    class Poison(paddle.callbacks.Callback):
+        def on_train_batch_end(self, step, logs=None):
+            if step == 3:  # the last batch of the epoch
+                weight = self.model.network.parameters()[0]
+                weight.set_value(paddle.full_like(weight, float("nan")))
+
+    ckpt = ResumeCkpt(tmp_path, every_n_steps=2, keep_last=5)
+    with caplog.at_level(logging.ERROR):
+        _fit(_model(), train_data, ckpt, epochs=1, extra=[Poison()])
+    assert [p.name for p in tmp_path.glob("ckpt-*")] == ["ckpt-000000002"]  # the epoch-end one was refused
+    assert "NaN/Inf" in caplog.text
+
+
+def test_restore_last_good_rolls_model_and_optimizer_back(tmp_path, train_data):
+    model = _model()
+    ckpt = ResumeCkpt(tmp_path)
+    saved = _fit(model, train_data, ckpt, epochs=1)
+    for param in model.network.parameters():
+        param.set_value(paddle.zeros_like(param))
+    info = ckpt.restore_last_good()
+    assert info["checkpoint"].endswith("ckpt-000000004")
+    assert _equal({k: v.numpy() for k, v in model.network.state_dict().items()}, saved)
+    with pytest.raises(CheckpointError, match="No valid checkpoint"):
+        ResumeCkpt(tmp_path / "empty").restore_last_good()

@@ -338,7 +338,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
             return
         network, optimizer = self.model.network, self.model._optimizer
         model_tensors = dict(network.state_dict())
-        if not all(bool(paddle.isfinite(t).all()) for t in model_tensors.values() if t.dtype.name.startswith("FP")):
+        if not all(bool(paddle.isfinite(t).all()) for t in model_tensors.values() if paddle.is_floating_point(t)):
             log.error("ResumeCkpt: the model has NaN/Inf values; this state is not checkpointed.")
             return
         finished = self._epoch >= self._loop.epochs or bool(self.model.stop_training)
