@@ -2,9 +2,12 @@
 
     python examples/fit_lenet.py                 # the default recipe (>= 99% test top-1)
     python examples/fit_lenet.py --limit 2000 --epochs 1   # a quick run
+    python -m paddle.distributed.launch --nproc_per_node 2 examples/fit_lenet.py   # data-parallel
 
-The last line printed is one JSON object with ``test_acc``, ``seconds`` and
-``export`` (the path prefix of the exported model).
+The options are the same as ``paddle-mnist train`` (both come from
+``paddle_mnist_hapi.cli.add_train_arguments``). The last line printed is one
+JSON object with ``test_acc``, ``seconds`` and ``export`` (the path prefix of
+the exported model).
 """
 
 from __future__ import annotations
@@ -12,36 +15,32 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
-from paddle_mnist_hapi import list_models
+from paddle_mnist_hapi.cli import add_train_arguments, train_config_from_args
 from paddle_mnist_hapi.errors import PaddleMnistError
+from paddle_mnist_hapi.models.registry import model_entry
 from paddle_mnist_hapi.recipe import TrainConfig, train
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    defaults = TrainConfig()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=defaults.model, help=f"one of {', '.join(list_models())}")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate (cosine decay)")
-    parser.add_argument("--device", default=defaults.device, help="auto, cpu or gpu")
-    parser.add_argument("--output", default=defaults.output, help="run directory")
-    parser.add_argument("--limit", type=int, default=None, help="train on the first N training images")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files")
-    args = parser.parse_args(argv)
-    return TrainConfig(**{k: v for k, v in vars(args).items()})
+    add_train_arguments(parser)
+    return train_config_from_args(parser.parse_args(argv))
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = parse_args(argv)
     try:
-        summary = train(parse_args(argv))
+        model_entry(config.model)
+        summary = train(config)
     except PaddleMnistError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    if summary.get("ranks", 1) > 1 and os.environ.get("PADDLE_TRAINER_ID", "0") != "0":
+        return 0  # data-parallel: every rank has the same model; rank 0 reports
     print(f"test accuracy {summary['test_acc']:.2%} in {summary['seconds']:.0f} s; exported to {summary['export']}")
     print(json.dumps(summary))
     return 0

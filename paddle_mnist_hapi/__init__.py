@@ -1,37 +1,99 @@
 """paddle-mnist-hapi: production-grade callbacks, data and deployment for ``paddle.Model``.
 
+Names are imported on first use (PEP 562), so ``import paddle_mnist_hapi`` and
+the ``paddle-mnist`` command start without importing Paddle.
+
 Examples:
     >>> import paddle
-    >>> from paddle_mnist_hapi import create_model, specs_for
-    >>> model = paddle.Model(create_model("lenet5"), *specs_for("lenet5"))
-    >>> isinstance(model, paddle.Model)
-    True
+    >>> from paddle_mnist_hapi import callbacks, create_model, lenet, specs_for
+    >>> model = paddle.Model(lenet.lenet5(), *specs_for("lenet5"))
+    >>> isinstance(model, paddle.Model), callbacks.ResumeCkpt.__name__
+    (True, 'ResumeCkpt')
 """
 
-from paddle_mnist_hapi import callbacks, data, specs
-from paddle_mnist_hapi.data import MNIST
-from paddle_mnist_hapi.device import resolve_device, set_device
-from paddle_mnist_hapi.models import cnn, create_model, lenet, list_models, mlp, register_model
-from paddle_mnist_hapi.specs import MNIST_FLAT_SPEC, MNIST_IMAGE_SPEC, MNIST_LABEL_SPEC, specs_for
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_ATTRIBUTES = {
+    "MNIST": "paddle_mnist_hapi.data",
+    "InMemoryLoader": "paddle_mnist_hapi.data",
+    "MNIST_FLAT_SPEC": "paddle_mnist_hapi.specs",
+    "MNIST_IMAGE_SPEC": "paddle_mnist_hapi.specs",
+    "MNIST_LABEL_SPEC": "paddle_mnist_hapi.specs",
+    "specs_for": "paddle_mnist_hapi.specs",
+    "create_model": "paddle_mnist_hapi.models",
+    "list_models": "paddle_mnist_hapi.models",
+    "register_model": "paddle_mnist_hapi.models",
+    "resolve_device": "paddle_mnist_hapi.device",
+    "set_device": "paddle_mnist_hapi.device",
+    "export_model": "paddle_mnist_hapi.export",
+    "Predictor": "paddle_mnist_hapi.predict",
+}
+# public submodule -> its full name (the model families live in models/)
+_SUBMODULES = {
+    "callbacks": "paddle_mnist_hapi.callbacks",
+    "data": "paddle_mnist_hapi.data",
+    "schedules": "paddle_mnist_hapi.schedules",
+    "specs": "paddle_mnist_hapi.specs",
+    "lenet": "paddle_mnist_hapi.models.lenet",
+    "cnn": "paddle_mnist_hapi.models.cnn",
+    "mlp": "paddle_mnist_hapi.models.mlp",
+}
 
 __all__ = [
     "MNIST",
     "MNIST_FLAT_SPEC",
     "MNIST_IMAGE_SPEC",
     "MNIST_LABEL_SPEC",
+    "InMemoryLoader",
+    "Predictor",
     "__version__",
     "callbacks",
     "cnn",
     "create_model",
     "data",
+    "export_model",
     "lenet",
     "list_models",
     "mlp",
     "register_model",
     "resolve_device",
+    "schedules",
     "set_device",
     "specs",
     "specs_for",
 ]
+
+
+assert set(__all__) == {*_ATTRIBUTES, *_SUBMODULES, "__version__"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        importlib.import_module("paddle_mnist_hapi.models")  # registers every model
+        value = importlib.import_module(_SUBMODULES[name])
+    elif name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    else:
+        raise AttributeError(f"module 'paddle_mnist_hapi' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from paddle_mnist_hapi import callbacks, data, schedules, specs
+    from paddle_mnist_hapi.data import MNIST, InMemoryLoader
+    from paddle_mnist_hapi.device import resolve_device, set_device
+    from paddle_mnist_hapi.export import export_model
+    from paddle_mnist_hapi.models import cnn, create_model, lenet, list_models, mlp, register_model
+    from paddle_mnist_hapi.predict import Predictor
+    from paddle_mnist_hapi.specs import MNIST_FLAT_SPEC, MNIST_IMAGE_SPEC, MNIST_LABEL_SPEC, specs_for

@@ -17,10 +17,12 @@ Examples:
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import json
 import os
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +83,8 @@ def load_inference_predictor(prefix: str | os.PathLike[str], threads: int = 1) -
     try:
         return inference.create_predictor(config)
     except Exception as exc:  # Paddle raises RuntimeError/ValueError/OSError variants
-        raise ExportError(f"paddle.inference cannot load {prefix}: {exc}. Re-export the model.") from exc
+        reason = " ".join(str(exc).split()).rstrip(" .")
+        raise ExportError(f"paddle.inference cannot load {prefix}: {reason}. Re-export the model.") from exc
 
 
 def run_predictor(predictor: Any, batch: np.ndarray) -> np.ndarray:
@@ -110,6 +113,8 @@ def _metadata(model: paddle.Model, class_names: Sequence[str]) -> dict[str, Any]
             "grayscale": True,
             "size": [28, 28],
             "foreground": "light digit on dark background (as MNIST); invert dark-on-light images",
+            "fit": "crop to the digit, scale its longest side to 20 px (aspect kept), centre of mass at (14, 14)",
+            "reference": "paddle_mnist_hapi.preprocess.preprocess",
             "normalize": "(pixel - mean) / std on 0..255 pixels",
             "mean": MEAN,
             "std": STD,
@@ -121,6 +126,25 @@ def _metadata(model: paddle.Model, class_names: Sequence[str]) -> dict[str, Any]
             "python": platform.python_version(),
         },
     }
+
+
+@contextlib.contextmanager
+def _no_display_value_in_builtins() -> Iterator[None]:
+    """Hide the REPL's last result, ``builtins._``, while ``paddle.jit.save`` runs.
+
+    The Python REPL (and doctest) store the last result in ``builtins._``. Paddle
+    3.3.1's dy2static tests ``func in builtins.__dict__.values()``, which raises
+    "The truth value of an array ... is ambiguous" when that value is a numpy
+    value (e.g. after evaluating ``images.max()``) or a tensor.
+    """
+    if "_" not in builtins.__dict__:
+        yield
+        return
+    value = builtins.__dict__.pop("_")
+    try:
+        yield
+    finally:
+        builtins._ = value
 
 
 def export_model(
@@ -145,7 +169,8 @@ def export_model(
     Raises:
         ExportError: the model has no input spec, or the reloaded model disagrees.
     """
-    if not model._inputs:
+    # Without ``inputs`` hapi makes up a spec from forward()'s signature, shape (-1,).
+    if not model._inputs or any(len(spec.shape or ()) < 2 for spec in model._inputs):
         raise ExportError(
             "The paddle.Model has no input spec, so the export would bake in a batch shape. Build it as "
             "paddle.Model(net, *specs_for(name)). Received: inputs=None"
@@ -154,7 +179,8 @@ def export_model(
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     network = model.network
     was_training = network.training
-    model.save(prefix, training=False)
+    with _no_display_value_in_builtins():
+        model.save(prefix, training=False)
     network.eval()
     shape = [d if d and d > 0 else 1 for d in model._inputs[0].shape[1:]]
     if sample is None:

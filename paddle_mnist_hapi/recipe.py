@@ -24,8 +24,11 @@ from typing import Any
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi.callbacks.lr import LRStepper
+from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog
 from paddle_mnist_hapi.callbacks.resume import ResumeCkpt
-from paddle_mnist_hapi.data import MNIST
+from paddle_mnist_hapi.callbacks.visualdl import VisualDL
+from paddle_mnist_hapi.data import MNIST, InMemoryLoader
 from paddle_mnist_hapi.device import set_device
 from paddle_mnist_hapi.errors import ConfigError
 from paddle_mnist_hapi.export import export_model
@@ -41,16 +44,16 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Everything one training run depends on (the CLI's and the example's options)."""
 
-    model: str = "lenet5"
-    epochs: int = 4
-    batch_size: int = 64
-    lr: float = 0.002
-    device: str = "auto"
-    output: str = "runs/fit_lenet"
-    limit: int | None = None
-    seed: int = 0
-    data_dir: str | None = None
-    verbose: int = 1
+    model: str = "lenet5"  # the CLI's help lists the registered names
+    epochs: int = field(default=4, metadata={"help": "training epochs"})
+    batch_size: int = field(default=64, metadata={"help": "images per training step"})
+    lr: float = field(default=0.002, metadata={"help": "peak learning rate (cosine decay)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu or gpu"})
+    output: str = field(default="runs/fit_lenet", metadata={"help": "run directory"})
+    limit: int | None = field(default=None, metadata={"help": "train on the first N training images"})
+    seed: int = field(default=0, metadata={"help": "random seed (CPU runs are repeatable)"})
+    data_dir: str | None = field(default=None, metadata={"help": "directory with the MNIST IDX files"})
+    verbose: int = field(default=1, metadata={"help": "0 silent, 1 progress bar, 2 one line per epoch"})
     resume: bool = field(
         default=True,
         metadata={"help": "continue from the newest checkpoint in OUTPUT/checkpoints (a finished run trains no more)"},
@@ -111,7 +114,11 @@ def default_callbacks(config: TrainConfig, output: Path) -> list[paddle.callback
             every_n_steps=config.checkpoint_every_n_steps,
             monitor="acc",
             resume=config.resume,
-        )
+        ),
+        # the board (`visualdl --logdir OUTPUT/vdl`), the metrics file and its plots, on one global step
+        VisualDL(output / "vdl", log_freq=20, histogram_freq=1, hparams=asdict(config)),
+        MetricsLog(output / "metrics.jsonl", log_freq=20, plots_dir=output / "plots"),
+        LRStepper(),  # the cosine schedule steps once per optimizer update
     ]
     return callbacks
 
@@ -128,7 +135,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     seed_everything(config.seed)
     train_data = MNIST("train", data_dir=config.data_dir, limit=config.limit)
     test_data = MNIST("test", data_dir=config.data_dir)
-    steps_per_epoch = -(-len(train_data) // config.batch_size)
+    # the fast data path: whole splits in memory, ready batches, sharded across ranks
+    train_loader = InMemoryLoader(train_data, config.batch_size, shuffle=True)
+    test_loader = InMemoryLoader(test_data, 1000, shuffle=False)
+    steps_per_epoch = len(train_loader)
     model = build_model(config, steps_per_epoch)
     output = Path(config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -136,18 +146,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
     callbacks = default_callbacks(config, output)
     train_started = time.perf_counter()
     model.fit(
-        train_data,
-        test_data,
-        batch_size=config.batch_size,
+        train_loader,
+        test_loader,
         epochs=config.epochs,
         verbose=config.verbose,
         log_freq=100,
         callbacks=callbacks,
     )
     train_seconds = time.perf_counter() - train_started
-    result = model.evaluate(test_data, batch_size=1000, verbose=0)
+    result = model.evaluate(test_loader, verbose=0)
     prefix = str(output / "inference" / config.model)
-    report = export_model(model, prefix, sample=test_data.images[:16], class_names=[str(i) for i in range(10)])
+    rank0 = paddle.distributed.ParallelEnv().local_rank == 0  # under distributed.launch only rank 0 writes
+    report = (
+        export_model(model, prefix, sample=test_data.images[:16], class_names=[str(i) for i in range(10)])
+        if rank0
+        else None
+    )
     summary = {
         "model": config.model,
         "epochs": config.epochs,
@@ -156,11 +170,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "test_loss": round(float(np.ravel(result["loss"])[0]), 4),
         "train_seconds": round(train_seconds, 1),
         "export": prefix,
-        "export_max_abs_diff": report.max_abs_diff,
+        "export_max_abs_diff": report.max_abs_diff if report else None,
+        "ranks": paddle.distributed.ParallelEnv().nranks,
         "resume": next((dict(c.report) for c in callbacks if isinstance(c, ResumeCkpt)), None),
         "device": device,
         "config": asdict(config),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if rank0:
+        (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary

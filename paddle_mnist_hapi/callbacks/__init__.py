@@ -7,6 +7,32 @@ Examples:
 """
 
 from paddle_mnist_hapi.callbacks.base import StatefulCallback, scalar, stateful_callbacks
+from paddle_mnist_hapi.callbacks.early_stopping import EarlyStopping
+from paddle_mnist_hapi.callbacks.lr import LRStepper, ReduceLROnPlateau, ScaledLR, current_lr
+from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog, plot_metrics, read_metrics
 from paddle_mnist_hapi.callbacks.monitor import MonitorCallback, infer_mode
+from paddle_mnist_hapi.callbacks.nan_guard import NaNGuard, nonfinite_parameters
+from paddle_mnist_hapi.callbacks.resume import ResumeCkpt, load_weights
+from paddle_mnist_hapi.callbacks.visualdl import VisualDL, prediction_grid
 
-__all__ = ["MonitorCallback", "StatefulCallback", "infer_mode", "scalar", "stateful_callbacks"]
+__all__ = [
+    "EarlyStopping",
+    "LRStepper",
+    "MetricsLog",
+    "MonitorCallback",
+    "NaNGuard",
+    "ReduceLROnPlateau",
+    "ResumeCkpt",
+    "ScaledLR",
+    "StatefulCallback",
+    "VisualDL",
+    "current_lr",
+    "infer_mode",
+    "load_weights",
+    "nonfinite_parameters",
+    "plot_metrics",
+    "prediction_grid",
+    "read_metrics",
+    "scalar",
+    "stateful_callbacks",
+]

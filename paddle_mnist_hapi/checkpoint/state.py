@@ -197,6 +197,8 @@ def set_scaler_state(model: paddle.Model, state: dict[str, Any] | None) -> None:
 
 # ---------------------------------------------------------------- fingerprint
 def _schedule_config(scheduler: Any) -> dict[str, Any]:
+    while hasattr(scheduler, "inner"):  # look through wrappers such as callbacks.lr.ScaledLR
+        scheduler = scheduler.inner
     if not isinstance(scheduler, paddle.optimizer.lr.LRScheduler):
         return {"type": "constant", "value": float(scheduler)}
     skip = {"last_epoch", "last_lr", "verbose", "keys"}

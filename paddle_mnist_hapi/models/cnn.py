@@ -12,6 +12,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
+from paddle_mnist_hapi.models.layers import Conv2D
 from paddle_mnist_hapi.models.registry import register_model
 
 __all__ = ["MnistCNN", "mnist_cnn"]
@@ -22,9 +23,9 @@ class MnistCNN(nn.Layer):
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2D(1, 20, 5, stride=1, padding=2)
+        self.conv1 = Conv2D(1, 20, 5, stride=1, padding=2)
         self.max_pool1 = nn.MaxPool2D(2, 2)
-        self.conv2 = nn.Conv2D(20, 20, 5, stride=1, padding=2)
+        self.conv2 = Conv2D(20, 20, 5, stride=1, padding=2)
         self.max_pool2 = nn.MaxPool2D(2, 2)
         self.fc = nn.Linear(980, num_classes)
 

@@ -1,5 +1,8 @@
 """The LeNet family of the classic Paddle MNIST tutorials.
 
+Convolutions use :class:`~paddle_mnist_hapi.models.layers.Conv2D` (Paddle's, with a
+faster bias add on CPU; same parameters and exported graph).
+
 Examples:
     >>> import paddle
     >>> from paddle_mnist_hapi import lenet
@@ -12,6 +15,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
+from paddle_mnist_hapi.models.layers import Conv2D
 from paddle_mnist_hapi.models.registry import register_model
 
 __all__ = ["LeNet5", "LeNetSigmoid", "LeNetWide", "lenet5", "lenet_sigmoid", "lenet_wide"]
@@ -25,8 +29,8 @@ class LeNet5(nn.Layer):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2D(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2D(2, 2),
-            nn.Conv2D(6, 16, 5), nn.ReLU(), nn.MaxPool2D(2, 2),
+            Conv2D(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2D(2, 2),
+            Conv2D(6, 16, 5), nn.ReLU(), nn.MaxPool2D(2, 2),
         )  # fmt: skip
         self.classifier = nn.Sequential(
             nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, num_classes)
@@ -44,11 +48,11 @@ class LeNetSigmoid(nn.Layer):
 
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2D(1, 6, 5)
+        self.conv1 = Conv2D(1, 6, 5)
         self.max_pool1 = nn.MaxPool2D(2, 2)
-        self.conv2 = nn.Conv2D(6, 16, 5)
+        self.conv2 = Conv2D(6, 16, 5)
         self.max_pool2 = nn.MaxPool2D(2, 2)
-        self.conv3 = nn.Conv2D(16, 120, 4)
+        self.conv3 = Conv2D(16, 120, 4)
         self.fc1 = nn.Linear(120, 64)
         self.fc2 = nn.Linear(64, num_classes)
 
@@ -66,9 +70,9 @@ class LeNetWide(nn.Layer):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2D(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2D(2, 2),
-            nn.Conv2D(32, 64, 3), nn.ReLU(), nn.MaxPool2D(2, 2),
-            nn.Conv2D(64, 64, 3), nn.ReLU(),
+            Conv2D(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2D(2, 2),
+            Conv2D(32, 64, 3), nn.ReLU(), nn.MaxPool2D(2, 2),
+            Conv2D(64, 64, 3), nn.ReLU(),
         )  # fmt: skip
         self.classifier = nn.Sequential(nn.Linear(64 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, num_classes))
 

@@ -1,0 +1,228 @@
+"""The benchmark: ``make bench`` (or ``python bench/run.py [--quick]``).
+
+Measures, on this machine and in one run: training images per second of the
+classic Paddle tutorial's pipeline, this library's pipeline and a plain
+PyTorch eager loop (same LeNet-5, batch 64, same thread count); the overhead of
+the library's callbacks; checkpoint cost per epoch; time to 99% test top-1 with
+the default recipe; and exported-model inference latency and throughput.
+Writes ``bench/results.json`` and ``bench/results.md``.
+
+Every measurement runs in its own process (``bench/workloads.py``). The
+training paths, the PyTorch loop included, share one process and are measured
+over a fixed number of steps after a warm-up, interleaved in chunks of 50
+steps whose order rotates (A/B/C, B/C/A, ...), so that load from other
+processes hits all of them alike. Seconds per epoch are extrapolated
+from images per second (60,000 images). On a shared machine the absolute
+numbers move; the ratios measured in the same run are what to compare.
+
+    python bench/run.py --quick     # a minute or two, for development
+    python bench/run.py             # the full run (about 5-10 minutes on 2 cores)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+EPOCH_IMAGES = 60000
+PATHS = ["tutorial", "dataset", "library", "fast_conv", "paddle_raw", "torch"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    env["PYTHONWARNINGS"] = "ignore"
+    env.setdefault("OMP_NUM_THREADS", "1")  # Paddle's own default; PyTorch gets the same
+    return env
+
+
+def _run(script: str, *args: str, timeout: float = 1800) -> dict[str, Any] | None:
+    command = [sys.executable, str(BENCH / script), *args]
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=timeout, cwd=ROOT)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(f"bench: {' '.join(command[1:])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}\n")
+        return None
+    result = json.loads(lines[-1])
+    sys.stderr.write(f"bench: {' '.join(command[2:])}: {time.perf_counter() - started:.0f} s\n")
+    return result
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for package in ("paddlepaddle", "paddle-mnist-hapi", "numpy", "torch"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def measure(quick: bool) -> dict[str, Any]:
+    steps, chunk = (60, 20) if quick else (300, 50)
+    results: dict[str, Any] = {"mode": "quick" if quick else "full"}
+    load_before = os.getloadavg()
+
+    speeds = _run("workloads.py", "train", "--paths", ",".join(PATHS), "--steps", str(steps), "--chunk", str(chunk))
+    speeds = speeds or {}
+    results["torch_threads"] = speeds.get("torch_threads")
+    for path in PATHS:
+        value = speeds.get(f"{path}_img_per_s")
+        results[f"{path}_img_per_s"] = value
+        results[f"{path}_epoch_s"] = EPOCH_IMAGES / value if value else None
+    library, tutorial, torch = (results[f"{p}_img_per_s"] for p in ("library", "tutorial", "torch"))
+    results["library_vs_tutorial"] = library / tutorial if library and tutorial else None
+    results["library_vs_torch"] = library / torch if library and torch else None
+
+    callback_steps = 50 if quick else 300
+    overhead = _run("workloads.py", "callbacks", "--steps", str(callback_steps), "--rounds", "2")
+    results["callback_overhead_ratio"] = overhead["ratio"] if overhead else None
+    results["callbacks_measured"] = overhead["callbacks"] if overhead else []
+    results["callback_hook_fraction"] = overhead["hook_fraction"] if overhead else {}
+
+    ckpt = _run("workloads.py", "checkpoint", "--steps", str(20 if quick else 50))
+    if ckpt and ckpt.get("available") and library:
+        results["ckpt_save_s"], results["ckpt_load_s"] = ckpt["save_s"], ckpt["load_s"]
+        results["ckpt_fraction_of_epoch"] = (ckpt["save_s"] + ckpt["load_s"]) / results["library_epoch_s"]
+    else:
+        results["ckpt_fraction_of_epoch"] = None
+
+    to99 = None if quick else _run("workloads.py", "to99")
+    results["seconds_to_99"] = to99["seconds_to_99"] if to99 else None
+    results["recipe_test_acc"] = to99["test_acc"] if to99 else None
+    results["recipe_seconds"] = to99["total_seconds"] if to99 else None
+
+    inference = _run("workloads.py", "inference", "--iterations", str(300 if quick else 2000)) or {}
+    for key in (
+        "infer_b1_p50_ms",
+        "infer_b1_p99_ms",
+        "infer_b256_img_per_s",
+        "dygraph_b1_p50_ms",
+        "dygraph_b1_p99_ms",
+        "dygraph_b256_img_per_s",
+    ):
+        results[key] = inference.get(key)
+
+    results["machine"] = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "threads": int(_env()["OMP_NUM_THREADS"]),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    results["versions"] = _versions()
+    results["settings"] = {
+        "batch_size": 64,
+        "steps": steps,
+        "chunk": chunk,
+        "callback_steps": callback_steps,
+        "model": "lenet5",
+    }
+    results["raw"] = {"train_img_per_s": speeds, "callbacks": overhead, "checkpoint": ckpt, "to99": to99}
+    return results
+
+
+def _fmt(value: Any, digits: int = 0, suffix: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}{suffix}"
+
+
+def markdown(r: dict[str, Any]) -> str:
+    """The README table."""
+    tutorial = r.get("tutorial_img_per_s")
+
+    def vs_tutorial(key: str) -> str:
+        value = r.get(key)
+        return _fmt(value / tutorial, 2, "×") if value and tutorial else "n/a"
+
+    m = r["machine"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} thread(s) per framework; "
+        f"paddlepaddle {r['versions']['paddlepaddle']}, torch {r['versions']['torch']}, "
+        f"Python {r['versions']['python']}. Load average {m['load_average_before'][0]} → "
+        f"{m['load_average_after'][0]} ({r['mode']} run).",
+        "",
+        "| Training, LeNet-5, batch 64 | images/s | s/epoch (60k) | vs tutorial |",
+        "|---|---:|---:|---:|",
+    ]
+    rows = [
+        ("Paddle tutorial (vision MNIST + ToTensor/Normalize + `fit`)", "tutorial"),
+        ("library `MNIST` Dataset + `fit`", "dataset"),
+        ("**library path** (`InMemoryLoader` + `fit`)", "library"),
+        ("library path + fast conv bias (`models.layers.Conv2D`)", "fast_conv"),
+        ("plain Paddle dygraph loop (no hapi), fast conv bias", "paddle_raw"),
+        ("PyTorch 2.13 eager loop, same LeNet-5", "torch"),
+    ]
+    for label, key in rows:
+        lines.append(
+            f"| {label} | {_fmt(r.get(f'{key}_img_per_s'))} | {_fmt(r.get(f'{key}_epoch_s'), 1)} "
+            f"| {vs_tutorial(f'{key}_img_per_s')} |"
+        )
+    lines += [
+        "",
+        "| Other measurements | value |",
+        "|---|---:|",
+        f"| library path / PyTorch loop (images/s) | {_fmt(r.get('library_vs_torch'), 2, '×')} |",
+        f"| callbacks all on / all off (seconds) | {_fmt(r.get('callback_overhead_ratio'), 2, '×')} |",
+        f"| `ResumeCkpt` save + load per epoch / epoch time | {_fmt(r.get('ckpt_fraction_of_epoch'), 4)} |",
+        f"| default recipe: seconds to 99% test top-1 | {_fmt(r.get('seconds_to_99'), 0, ' s')} |",
+        f"| exported model (`paddle.inference`), batch 1: p50 / p99 | {_fmt(r.get('infer_b1_p50_ms'), 3)} / "
+        f"{_fmt(r.get('infer_b1_p99_ms'), 3)} ms |",
+        f"| dygraph model, batch 1: p50 / p99 | {_fmt(r.get('dygraph_b1_p50_ms'), 3)} / "
+        f"{_fmt(r.get('dygraph_b1_p99_ms'), 3)} ms |",
+        f"| exported model, batch 256 | {_fmt(r.get('infer_b256_img_per_s'))} images/s |",
+        f"| dygraph model, batch 256 | {_fmt(r.get('dygraph_b256_img_per_s'))} images/s |",
+        "",
+        "Callbacks on (share of the epoch spent in each one's hooks): "
+        + (
+            ", ".join(f"{name} {share:.1%}" for name, share in r["callback_hook_fraction"].items())
+            if r.get("callback_hook_fraction")
+            else "n/a"
+        )
+        + f"; measured over {r['settings']['callback_steps']}-step epochs, so per-epoch work counts more "
+        "than in a 938-step epoch.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer steps, no time-to-99%% run")
+    parser.add_argument("--out-dir", default=str(BENCH), help="where results.json and results.md go")
+    args = parser.parse_args(argv)
+    results = measure(args.quick)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""``Predictor``: classify digits with an exported model, no training code needed.
+
+It loads ``prefix.json`` + ``prefix.pdiparams`` (written by
+``model.save(prefix, training=False)`` or :func:`paddle_mnist_hapi.export.export_model`)
+with ``paddle.inference``, reads ``prefix.meta.json`` when present (class
+names, input shape) and predicts on image files, PIL images and numpy arrays.
+Pictures go through :func:`paddle_mnist_hapi.preprocess.preprocess`, so a
+photographed digit (dark ink on paper, off-centre, any size) is classified,
+not only an MNIST sample.
+
+Examples:
+    >>> import tempfile, paddle
+    >>> from PIL import Image, ImageDraw
+    >>> from paddle_mnist_hapi import create_model, specs_for
+    >>> from paddle_mnist_hapi.export import export_model
+    >>> prefix = tempfile.mkdtemp() + "/lenet5"
+    >>> _ = export_model(paddle.Model(create_model("lenet5"), *specs_for("lenet5")), prefix)
+    >>> photo = Image.new("L", (90, 120), 255)
+    >>> ImageDraw.Draw(photo).line([(45, 10), (45, 110)], fill=0, width=9)
+    >>> result = Predictor(prefix).predict(photo)      # untrained weights: any label
+    >>> result.label in range(10), round(sum(result.probabilities), 4)
+    (True, 1.0)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paddle_mnist_hapi.errors import ExportError, ImageError
+from paddle_mnist_hapi.export import METADATA_SUFFIX, load_inference_predictor, run_predictor
+from paddle_mnist_hapi.preprocess import MAX_PIXELS, ImageSource, Invert, preprocess
+
+__all__ = ["Prediction", "Predictor", "resolve_model_prefix", "softmax"]
+
+log = logging.getLogger(__name__)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, numerically stable.
+
+    Examples:
+        >>> softmax(np.array([[0.0, 0.0]])).tolist()
+        [[0.5, 0.5]]
+    """
+    shifted = np.asarray(logits, dtype=np.float64) - np.max(logits, axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classified image: the label, its name, and every class probability.
+
+    Examples:
+        >>> p = Prediction(label=3, class_name="3", probabilities=(0.1, 0.0, 0.0, 0.9), source="x.png")
+        >>> p.confidence, p.to_dict()["label"]
+        (0.9, 3)
+    """
+
+    label: int
+    class_name: str
+    probabilities: tuple[float, ...]
+    source: str | None = None
+
+    @property
+    def confidence(self) -> float:
+        """The probability of the predicted label."""
+        return self.probabilities[self.label]
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (``source``, ``label``, ``class_name``, ``confidence``, ``probabilities``)."""
+        return {
+            "source": self.source,
+            "label": self.label,
+            "class_name": self.class_name,
+            "confidence": round(self.confidence, 6),
+            "probabilities": [round(p, 6) for p in self.probabilities],
+        }
+
+
+def resolve_model_prefix(path: str | os.PathLike[str]) -> str:
+    """The export prefix for ``path``: a prefix, one of its files, or a training run directory.
+
+    A run directory (``paddle-mnist train --output DIR``) holds ``summary.json``
+    whose ``export`` names the prefix; otherwise its single ``inference/*.json``
+    model is used.
+
+    Raises:
+        ExportError: nothing exported is found at ``path``.
+
+    Examples:
+        >>> resolve_model_prefix("runs/x/inference/lenet5.pdiparams")
+        'runs/x/inference/lenet5'
+    """
+    text = os.fspath(path)
+    for suffix in (METADATA_SUFFIX, ".json", ".pdiparams"):
+        if text.endswith(suffix) and not os.path.isdir(text):
+            return text[: -len(suffix)]
+    directory = Path(text)
+    if directory.is_dir():
+        summary = directory / "summary.json"
+        if summary.is_file():
+            try:
+                exported = json.loads(summary.read_text()).get("export")
+            except (OSError, ValueError):
+                exported = None
+            if exported and Path(exported + ".json").is_file():
+                return str(exported)
+        candidates = sorted(
+            p for p in (directory / "inference").glob("*.json") if not p.name.endswith(METADATA_SUFFIX)
+        ) + sorted(p for p in directory.glob("*.json") if (p.with_suffix(".pdiparams")).is_file())
+        if len(candidates) == 1:
+            return str(candidates[0].with_suffix(""))
+        raise ExportError(
+            f"{directory} is a directory but holds {'no' if not candidates else 'several'} exported model(s). "
+            "Expected a training run directory (with summary.json or inference/NAME.json) or an export prefix "
+            f"such as runs/fit_lenet/inference/lenet5. Received: model={text!r}"
+        )
+    return text
+
+
+class Predictor:
+    """Classify digits with a model exported for ``paddle.inference``.
+
+    Args:
+        model (str|PathLike): the export prefix (``model.save(PREFIX, training=False)``),
+            one of its files, or a training run directory (see :func:`resolve_model_prefix`).
+        threads (int, optional): CPU threads for inference. Default: 1.
+        invert (bool|str, optional): default polarity handling for pictures;
+            ``'auto'`` detects dark-on-light. Default: ``'auto'``.
+        max_pixels (int, optional): the largest image accepted. Default: 50,000,000.
+
+    Raises:
+        ExportError: the model files are missing or unreadable.
+
+    Examples:
+        >>> Predictor("/no/such/model")
+        Traceback (most recent call last):
+        ...
+        paddle_mnist_hapi.errors.ExportError: No exported model at /no/such/model: ...
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str],
+        *,
+        threads: int = 1,
+        invert: Invert = "auto",
+        max_pixels: int = MAX_PIXELS,
+    ) -> None:
+        self.prefix = resolve_model_prefix(model)
+        self._predictor = load_inference_predictor(self.prefix, threads=threads)
+        self.metadata = self._read_metadata()
+        self.invert = invert
+        self.max_pixels = max_pixels
+        shape = self.metadata.get("input", {}).get("shape") or [-1, 1, 28, 28]
+        self.input_shape = [int(d) for d in shape[1:]]
+        names = self.metadata.get("class_names")
+        self.class_names = [str(n) for n in names] if names else [str(i) for i in range(10)]
+
+    def _read_metadata(self) -> dict[str, Any]:
+        path = Path(self.prefix + METADATA_SUFFIX)
+        if not path.is_file():
+            log.info("No %s beside the model; assuming MNIST defaults", path.name)
+            return {}
+        try:
+            metadata = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ExportError(
+                f"{path} is not valid JSON ({exc}). Re-export the model, or delete the file to use the "
+                f"MNIST defaults. Received: metadata={str(path)!r}"
+            ) from exc
+        if not isinstance(metadata, dict):
+            raise ExportError(f"{path} must hold a JSON object. Received: {type(metadata).__name__}")
+        return metadata
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw model outputs for a normalized float batch (reshaped to the model's input shape).
+
+        Examples:
+            >>> _example_predictor().logits(np.zeros((3, 1, 28, 28), np.float32)).shape
+            (3, 10)
+        """
+        batch = np.asarray(batch, dtype=np.float32)
+        size = int(np.prod(self.input_shape))
+        if batch.size == 0 or batch.size % size:
+            raise ImageError(
+                f"Model input must hold whole images of shape {self.input_shape}. Received: shape={batch.shape}"
+            )
+        return run_predictor(self._predictor, batch.reshape(-1, *self.input_shape))
+
+    def predict_batch(self, batch: np.ndarray, sources: Sequence[str | None] | None = None) -> list[Prediction]:
+        """Predictions for already-normalized float inputs, e.g. ``MNIST("test").images``.
+
+        Examples:
+            >>> from paddle_mnist_hapi.data import MNIST
+            >>> [p.class_name for p in _example_predictor().predict_batch(MNIST("test", limit=3).images)]
+            ['7', '2', '1']
+        """
+        probabilities = softmax(self.logits(batch))
+        if sources is None:
+            sources = [None] * len(probabilities)
+        return [self._prediction(row, source) for row, source in zip(probabilities, sources, strict=True)]
+
+    def _prediction(self, row: np.ndarray, source: str | None) -> Prediction:
+        label = int(np.argmax(row))
+        name = self.class_names[label] if label < len(self.class_names) else str(label)
+        return Prediction(label, name, tuple(float(p) for p in row), source)
+
+    def preprocess(self, image: ImageSource, *, invert: Invert | None = None) -> np.ndarray:
+        """The normalized ``(1, 1, 28, 28)`` input this predictor feeds for ``image``.
+
+        Examples:
+            >>> x = _example_predictor().preprocess(np.eye(40, 30, dtype=np.uint8) * 255)  # a light diagonal stroke
+            >>> x.shape, float(x.max()), float(x.min())
+            ((1, 1, 28, 28), 1.0, -1.0)
+        """
+        return preprocess(image, invert=self.invert if invert is None else invert, max_pixels=self.max_pixels)
+
+    def predict(self, image: ImageSource, *, invert: Invert | None = None) -> Prediction:
+        """Classify one picture: an image file path, its bytes, a PIL image or a pixel array.
+
+        Raises:
+            ImageError: the picture cannot be read or holds no digit.
+
+        Examples:
+            >>> from paddle_mnist_hapi.data import MNIST
+            >>> _example_predictor().predict(MNIST("test", limit=1).raw_images[0]).class_name   # a real "7"
+            '7'
+        """
+        source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
+        return self.predict_batch(self.preprocess(image, invert=invert), [source])[0]
+
+    def predict_many(self, images: Iterable[ImageSource], *, invert: Invert | None = None) -> list[Prediction]:
+        """Classify several pictures in one batch (all are read first; the first bad one raises).
+
+        Examples:
+            >>> from paddle_mnist_hapi.data import MNIST
+            >>> [p.label for p in _example_predictor().predict_many(MNIST("test", limit=3).raw_images)]
+            [7, 2, 1]
+        """
+        images = list(images)
+        if not images:
+            return []
+        batch = np.concatenate([self.preprocess(image, invert=invert) for image in images])
+        sources = [os.fspath(i) if isinstance(i, (str, os.PathLike)) else None for i in images]
+        return self.predict_batch(batch, sources)
+
+
+@functools.lru_cache(maxsize=1)
+def _example_predictor() -> Predictor:
+    """A predictor for the examples: a linear model fitted in closed form (ridge regression
+    on one-hot labels, under a second) to 5,000 real MNIST images, exported to a temp dir."""
+    import tempfile
+
+    import paddle
+
+    from paddle_mnist_hapi import create_model, specs_for
+    from paddle_mnist_hapi.data import MNIST
+    from paddle_mnist_hapi.export import export_model
+
+    train = MNIST("train", limit=5000)
+    x = np.hstack([train.images.reshape(len(train), -1), np.ones((len(train), 1), np.float32)])
+    y = np.eye(10, dtype=np.float32)[train.labels.ravel()]
+    solution = np.linalg.solve(x.T @ x + 10 * np.eye(x.shape[1], dtype=np.float32), x.T @ y)
+    net = create_model("linear")
+    weight, bias = [p for p in net.parameters()]
+    weight.set_value(solution[:-1].astype(np.float32))
+    bias.set_value(solution[-1].astype(np.float32))
+    prefix = tempfile.mkdtemp(prefix="paddle_mnist_example_") + "/linear"
+    export_model(paddle.Model(net, *specs_for("linear")), prefix)
+    return Predictor(prefix)

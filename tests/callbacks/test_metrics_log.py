@@ -1,0 +1,165 @@
+"""``MetricsLog``: the JSON-lines file (append-safe across resume) and its PNG plots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fit_helpers import first, lenet
+from PIL import Image
+
+from paddle_mnist_hapi.callbacks import LRStepper, MetricsLog, ResumeCkpt, plot_metrics, read_metrics
+from paddle_mnist_hapi.errors import ConfigError, DataCorruptError
+
+
+def run_epochs(metrics: MetricsLog, epochs: range, batches: int = 4) -> None:
+    """Drive the hooks like hapi does, with deterministic fake values."""
+    for epoch in epochs:
+        for step in range(batches):
+            metrics.on_train_batch_begin(step)
+            metrics.on_train_batch_end(
+                step, {"loss": [1.0 / (epoch * batches + step + 1)], "acc": 0.5, "step": step, "batch_size": 64}
+            )
+        metrics.on_epoch_end(epoch, {"loss": [0.1 * epoch], "acc": 0.5})
+
+
+def test_records_per_log_freq_step_per_epoch_and_per_evaluation(tmp_path):
+    path = tmp_path / "m.jsonl"
+    metrics = MetricsLog(path, log_freq=2)
+    metrics.on_train_begin()
+    run_epochs(metrics, range(2), batches=3)
+    metrics.on_train_end()
+    records = read_metrics(path)
+    assert [(r["kind"], r["step"], r["epoch"]) for r in records] == [
+        ("step", 2, 0),
+        ("epoch", 3, 0),
+        ("step", 4, 1),
+        ("step", 6, 1),
+        ("epoch", 6, 1),
+    ]
+    assert records[0]["loss"] == 0.5 and records[0]["acc"] == 0.5
+    assert "batch_size" not in records[0]
+
+
+def test_the_global_step_continues_across_fit_calls(tmp_path):
+    path = tmp_path / "m.jsonl"
+    metrics = MetricsLog(path, log_freq=4)
+    for epochs in (range(1), range(1)):  # two fit calls on the same callback
+        metrics.on_train_begin()
+        run_epochs(metrics, epochs)
+        metrics.on_train_end()
+    assert [r["step"] for r in read_metrics(path) if r["kind"] == "step"] == [4, 8]
+
+
+def test_a_new_run_starts_a_new_file(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"kind": "step", "step": 99}\n')
+    metrics = MetricsLog(path, log_freq=1)
+    metrics.on_train_begin()
+    run_epochs(metrics, range(1), batches=1)
+    metrics.on_train_end()
+    assert [r["step"] for r in read_metrics(path)] == [1, 1]
+
+
+def test_resume_drops_what_the_interrupted_run_wrote_after_the_checkpoint(tmp_path):
+    straight = tmp_path / "straight.jsonl"
+    metrics = MetricsLog(straight, log_freq=3)
+    run_epochs(metrics, range(4))
+    metrics.on_train_end()
+
+    path = tmp_path / "resumed.jsonl"
+    interrupted = MetricsLog(path, log_freq=3)
+    run_epochs(interrupted, range(2))
+    checkpoint = json.loads(json.dumps(interrupted.state_dict()))  # taken after epoch 2
+    run_epochs(interrupted, range(2, 3))  # epoch 3 ran, then the process was killed mid-write:
+    interrupted._file.write('{"kind": "step", "st')
+    interrupted._file.flush()
+
+    resumed = MetricsLog(path, log_freq=3)  # a new process
+    resumed.load_state_dict(checkpoint)
+    resumed.on_train_begin()
+    run_epochs(resumed, range(2, 4))
+    resumed.on_train_end()
+    assert path.read_text() == straight.read_text()
+
+
+def test_only_rank_0_writes(tmp_path, monkeypatch):
+    monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
+    metrics = MetricsLog(tmp_path / "m.jsonl", log_freq=1, plots_dir=tmp_path / "plots")
+    metrics.on_train_begin()
+    run_epochs(metrics, range(1))
+    metrics.on_train_end()
+    assert metrics.global_step == 4 and not (tmp_path / "m.jsonl").exists() and not (tmp_path / "plots").exists()
+
+
+def test_read_metrics_rejects_a_damaged_line_in_the_middle(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"kind": "step", "step": 1}\nnot json\n{"kind": "step", "step": 2}\n')
+    with pytest.raises(DataCorruptError, match="Line 2 of the metrics file is not a JSON record"):
+        read_metrics(path)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"log_freq": 0}, "log_freq must be a positive number of batches"), ({"plots_dir": 3}, "plots_dir must be")],
+)
+def test_bad_arguments_are_config_errors(tmp_path, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        MetricsLog(tmp_path / "m.jsonl", **kwargs)
+
+
+def test_plot_metrics_draws_loss_accuracy_and_lr(tmp_path):
+    rows = [
+        {"kind": "step", "step": s, "epoch": s // 5, "loss": 2.0 / s, "acc": s / 20, "lr": 0.01} for s in range(1, 21)
+    ]
+    rows += [
+        {"kind": k, "step": 5 * (e + 1), "epoch": e, "loss": 1.0 / (e + 1), "acc": 0.2 * e}
+        for e in range(4)
+        for k in ("epoch", "eval")
+    ]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    paths = plot_metrics(tmp_path / "m.jsonl", tmp_path / "plots")
+    assert [p.name for p in paths] == ["loss.png", "accuracy.png", "lr.png"]
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.size[0] > 600
+            assert len(image.convert("RGB").getcolors(1 << 20)) > 20  # lines and text, not a blank canvas
+
+
+def fit(tmp_path, train, test, epochs: int, run: str):
+    model = lenet(0.002)
+    metrics = MetricsLog(tmp_path / run / "metrics.jsonl", log_freq=3, plots_dir=tmp_path / run / "plots")
+    model.fit(
+        train,
+        test,
+        batch_size=64,
+        epochs=epochs,
+        verbose=0,
+        callbacks=[ResumeCkpt(tmp_path / run / "ckpt"), metrics, LRStepper()],
+    )
+    return metrics
+
+
+def test_fit_writes_the_file_and_plots_and_a_resumed_run_equals_the_straight_one(
+    tmp_path, mnist_train_small, mnist_test_small
+):
+    train, test = first(mnist_train_small, 512), first(mnist_test_small, 128)
+    straight = fit(tmp_path, train, test, epochs=2, run="straight")
+    records = read_metrics(straight.path)
+    assert [(r["kind"], r["step"]) for r in records if r["kind"] != "step"] == [
+        ("epoch", 8),
+        ("eval", 8),
+        ("epoch", 16),
+        ("eval", 16),
+    ]
+    assert [r["step"] for r in records if r["kind"] == "step"] == [3, 6, 9, 12, 15]
+    assert all(0 <= r["acc"] <= 1 and r["loss"] > 0 and r["lr"] == 0.002 for r in records if r["kind"] == "step")
+    assert records[-1]["acc"] > 0.5  # eval accuracy of real LeNet after 2 short epochs
+    assert sorted(p.name for p in straight.plots_dir.iterdir()) == ["accuracy.png", "loss.png", "lr.png"]
+
+    fit(tmp_path, train, test, epochs=1, run="resumed")  # "killed" after epoch 1 ...
+    path = tmp_path / "resumed" / "metrics.jsonl"
+    with path.open("a") as file:  # ... having written a record past its checkpoint
+        file.write('{"kind": "step", "step": 9, "epoch": 1, "loss": 9.9}\n{"kind": "st')
+    fit(tmp_path, train, test, epochs=2, run="resumed")  # the same script, run again: resumes at epoch 2
+    assert path.read_text() == straight.path.read_text()

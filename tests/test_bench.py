@@ -1,0 +1,78 @@
+"""The benchmark's workloads run and produce sane numbers (tiny sizes; the speeds themselves live in bench/)."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+
+import pytest
+
+from conftest import ROOT
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+bench_run, workloads = _load("run"), _load("workloads")
+
+
+def test_training_paths_are_measured_interleaved() -> None:
+    result = workloads.train_speeds(["tutorial", "library", "paddle_raw"], steps=4, chunk=2)
+    assert result["steps"] == 4
+    for path in ("tutorial", "library", "paddle_raw"):
+        assert result[f"{path}_img_per_s"] > 0
+        assert len(result["chunks_img_per_s"][path]) == 2
+
+
+def test_callback_overhead_switches_on_every_library_callback(tmp_path) -> None:
+    from paddle_mnist_hapi import callbacks
+
+    found = {type(c).__name__ for c in workloads.all_library_callbacks(tmp_path)}
+    assert "ResumeCkpt" in found
+    assert found <= set(callbacks.__all__)
+    result = workloads.callback_overhead(steps=4, rounds=1)
+    assert result["ratio"] > 0 and set(result["hook_fraction"]) == set(result["callbacks"])
+
+
+def test_checkpoint_cost_and_inference_are_measured() -> None:
+    ckpt = workloads.checkpoint_cost(steps=3)
+    assert ckpt["available"] and ckpt["save_s"] > 0 and ckpt["load_s"] > 0
+    infer = workloads.inference(iterations=20)
+    assert 0 < infer["infer_b1_p50_ms"] <= infer["infer_b1_p99_ms"]
+    assert infer["infer_b256_img_per_s"] > 0 and infer["dygraph_b1_p50_ms"] > 0
+
+
+def test_markdown_table_has_every_required_key_row() -> None:
+    keys = [
+        "tutorial_img_per_s", "library_img_per_s", "torch_img_per_s", "callback_overhead_ratio",
+        "ckpt_fraction_of_epoch", "seconds_to_99", "infer_b1_p50_ms", "infer_b1_p99_ms",
+        "infer_b256_img_per_s", "dygraph_b1_p50_ms",
+    ]  # fmt: skip
+    results = {key: 1.5 for key in keys} | {"tutorial_img_per_s": 1000.0, "library_img_per_s": 2500.0}
+    results["library_epoch_s"] = 24.0
+    results |= {
+        "mode": "quick",
+        "machine": {"cpu": "x", "cores": 2, "threads": 1, "load_average_before": [0], "load_average_after": [0]},
+        "versions": {"paddlepaddle": "3.3.1", "torch": "2.13.0", "python": "3.11"},
+        "settings": {"callback_steps": 300},
+        "callback_hook_fraction": {"ResumeCkpt": 0.01},
+    }
+    table = bench_run.markdown(results)
+    assert "| **library path** (`InMemoryLoader` + `fit`) | 2,500 | 24.0 | 2.50× |" in table
+    assert "ResumeCkpt 1.0%" in table
+
+
+@pytest.mark.skipif(not (ROOT / "bench" / "results.json").is_file(), reason="make bench has not run")
+def test_committed_results_have_the_required_keys() -> None:
+    import json
+
+    results = json.loads((ROOT / "bench" / "results.json").read_text())
+    for key in ("tutorial_img_per_s", "library_img_per_s", "torch_img_per_s", "callback_overhead_ratio",
+                "ckpt_fraction_of_epoch", "seconds_to_99", "infer_b1_p50_ms", "infer_b1_p99_ms",
+                "infer_b256_img_per_s", "dygraph_b1_p50_ms"):  # fmt: skip
+        assert isinstance(results[key], (int, float)), key
+    assert results["machine"]["cores"] and results["versions"]["paddlepaddle"]

@@ -1,0 +1,142 @@
+"""Export for deployment: paddle.inference parity, metadata, ONNX parity (with the onnx extra)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import paddle
+import pytest
+
+from paddle_mnist_hapi import create_model, specs_for
+from paddle_mnist_hapi.data import MEAN, STD
+from paddle_mnist_hapi.errors import ExportError
+from paddle_mnist_hapi.export import export_model, load_inference_predictor, run_predictor
+from paddle_mnist_hapi.onnx_export import export_onnx, load_onnx_session, onnx_available, run_onnx
+
+
+def _briefly_trained(name: str, data) -> paddle.Model:
+    model = paddle.Model(create_model(name), *specs_for(name))
+    model.prepare(
+        paddle.optimizer.Adam(2e-3, parameters=model.parameters()),
+        paddle.nn.CrossEntropyLoss(),
+        paddle.metric.Accuracy(),
+    )
+    model.fit(data, batch_size=64, epochs=1, verbose=0)
+    return model
+
+
+@pytest.mark.parametrize("name", ["lenet5", "mlp"])
+def test_export_reloads_with_paddle_inference_and_matches_the_trained_model(
+    name, tmp_path, mnist_train_small, mnist_test_small
+):
+    model = _briefly_trained(name, mnist_train_small)
+    shape = specs_for(name)[0][0].shape[1:]  # (1, 28, 28) or (784,)
+    all_images = mnist_test_small.images.reshape(-1, *shape)
+    images = all_images[:64]
+    report = export_model(model, tmp_path / name, sample=images, batch_sizes=(1, 64))
+    assert report.max_abs_diff < 1e-5
+    assert report.batch_sizes == [1, 64]
+    assert sorted(report.files) == sorted(str(tmp_path / name) + s for s in (".json", ".pdiparams", ".meta.json"))
+
+    # An independent reload (a fresh predictor, other batch sizes) agrees with the dygraph network.
+    predictor = load_inference_predictor(tmp_path / name)
+    model.network.eval()
+    for size in (1, 7, 64):
+        expected = model.network(paddle.to_tensor(images[:size])).numpy()
+        got = run_predictor(predictor, images[:size])
+        assert got.shape == (size, 10)
+        assert np.abs(got - expected).max() < 1e-5
+    logits = run_predictor(predictor, all_images)
+    accuracy = (logits.argmax(1) == mnist_test_small.labels.ravel()).mean()
+    assert accuracy > 0.3  # 2,000 real images, 1 epoch (32 steps); random weights would be near 10%
+
+
+def test_export_metadata_tells_a_consumer_what_it_needs(tmp_path):
+    model = paddle.Model(create_model("lenet5"), *specs_for("lenet5"))
+    report = export_model(model, tmp_path / "m", class_names=list("abcdefghij"))
+    meta = json.loads((tmp_path / "m.meta.json").read_text())
+    assert meta == report.metadata
+    assert meta["input"] == {"name": "image", "shape": [-1, 1, 28, 28], "dtype": "float32"}
+    assert meta["preprocessing"]["mean"] == MEAN and meta["preprocessing"]["std"] == STD
+    assert "invert" in meta["preprocessing"]["foreground"]
+    assert meta["class_names"] == list("abcdefghij")
+    assert meta["versions"]["paddle"] == paddle.__version__
+    assert meta["verified"]["max_abs_diff"] == report.max_abs_diff < 1e-5
+
+
+def test_export_without_input_spec_is_refused(tmp_path):
+    with pytest.raises(ExportError, match="no input spec"):
+        export_model(paddle.Model(create_model("lenet5")), tmp_path / "m")
+
+
+def test_missing_or_corrupt_export_is_a_clear_error(tmp_path):
+    with pytest.raises(ExportError, match=r"missing .*m\.json"):
+        load_inference_predictor(tmp_path / "m")
+    (tmp_path / "m.json").write_text("{}")
+    (tmp_path / "m.pdiparams").write_bytes(b"\0" * 10)
+    with pytest.raises(ExportError, match=r"paddle\.inference cannot load"):
+        load_inference_predictor(tmp_path / "m")
+
+
+needs_onnx = pytest.mark.skipif(not onnx_available(), reason="the onnx extra (paddle2onnx, onnxruntime) is missing")
+
+
+@needs_onnx
+def test_onnx_export_matches_paddle_inference_on_real_mnist(trained_run, tmp_path, mnist_test_small):
+    prefix = trained_run["export"]
+    images = mnist_test_small.images
+    report = export_onnx(prefix, tmp_path / "lenet5.onnx", sample=images[:64], batch_sizes=(1, 64))
+    assert report.max_abs_diff < 1e-5
+    assert report.opset_version == 13
+    assert report.versions["paddle2onnx"] == "2.1.0"
+
+    session = load_onnx_session(report.path)
+    predictor = load_inference_predictor(prefix)
+    for size in (1, 33):
+        assert np.abs(run_onnx(session, images[:size]) - run_predictor(predictor, images[:size])).max() < 1e-5
+    onnx_labels = run_onnx(session, images).argmax(1)
+    paddle_labels = run_predictor(predictor, images).argmax(1)
+    assert (onnx_labels == paddle_labels).all()
+    assert (onnx_labels == mnist_test_small.labels.ravel()).mean() > 0.97
+
+    meta = json.loads(open(prefix + ".meta.json").read())
+    assert meta["onnx"]["file"] == "lenet5.onnx"
+    assert meta["onnx"]["verified"]["max_abs_diff"] == report.max_abs_diff
+
+
+@needs_onnx
+def test_onnx_opset_outside_paddle2onnx_range_is_refused_not_aborted(trained_run, tmp_path):
+    with pytest.raises(ExportError, match=r"opsets 7\.\.21"):
+        export_onnx(trained_run["export"], tmp_path / "x.onnx", opset_version=23)
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@needs_onnx
+def test_failed_onnx_conversion_is_an_export_error(tmp_path):
+    from paddle_mnist_hapi.onnx_export import _convert
+
+    (tmp_path / "bad.json").write_text('{"not": "a paddle program"}')
+    (tmp_path / "bad.pdiparams").write_bytes(b"\0" * 16)
+    with pytest.raises(ExportError, match="paddle2onnx could not convert"):
+        _convert(str(tmp_path / "bad"), 13)
+
+
+def test_onnx_export_without_the_extra_says_how_to_install(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "paddle2onnx", None)  # what an environment without the extra sees
+    with pytest.raises(ExportError, match=r"pip install 'paddle-mnist-hapi\[onnx\]'"):
+        export_onnx(tmp_path / "m")
+
+
+def test_export_survives_a_numpy_value_in_builtins_underscore(tmp_path, monkeypatch):
+    import builtins
+
+    # The REPL (and doctest) keep the last result in builtins._; Paddle 3.3.1's jit.save then
+    # raises "The truth value of an array ... is ambiguous" unless export_model hides it.
+    last = np.float32(255.0)
+    monkeypatch.setattr(builtins, "_", last, raising=False)
+    report = export_model(paddle.Model(create_model("lenet5"), *specs_for("lenet5")), tmp_path / "m")
+    assert report.max_abs_diff < 1e-5
+    assert builtins._ is last
