@@ -34,7 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 EPOCH_IMAGES = 60000
-PATHS = ["tutorial", "dataset", "library", "fast_conv", "paddle_raw", "torch"]
+PATHS = ["tutorial", "dataset", "stock_conv", "library", "paddle_raw", "torch"]
 
 
 def _env() -> dict[str, str]:
@@ -170,11 +170,11 @@ def markdown(r: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
     ]
     rows = [
-        ("Paddle tutorial (vision MNIST + ToTensor/Normalize + `fit`)", "tutorial"),
-        ("library `MNIST` Dataset + `fit`", "dataset"),
-        ("**library path** (`InMemoryLoader` + `fit`)", "library"),
-        ("library path + fast conv bias (`models.layers.Conv2D`)", "fast_conv"),
-        ("plain Paddle dygraph loop (no hapi), fast conv bias", "paddle_raw"),
+        ("Paddle tutorial (vision MNIST + ToTensor/Normalize + `fit`, stock `nn.Conv2D`)", "tutorial"),
+        ("library `MNIST` Dataset + `fit`, stock `nn.Conv2D`", "dataset"),
+        ("library data path (`InMemoryLoader` + `fit`), stock `nn.Conv2D`", "stock_conv"),
+        ("**library path** (`InMemoryLoader` + `fit`, the zoo's `layers.Conv2D`)", "library"),
+        ("plain Paddle dygraph loop (no hapi), same model", "paddle_raw"),
         ("PyTorch 2.13 eager loop, same LeNet-5", "torch"),
     ]
     for label, key in rows:

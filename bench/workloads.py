@@ -9,14 +9,14 @@ entropy, ``Accuracy``, batch 64, ``paddle.Model.fit``; the clock covers
 
 - ``tutorial``: the classic Paddle tutorial: ``paddle.vision.datasets.MNIST``
   (built offline from IDX files of the same data) with a per-sample
-  ``ToTensor`` + ``Normalize`` transform, ``fit(dataset, batch_size=64)``.
+  ``ToTensor`` + ``Normalize`` transform, ``fit(dataset, batch_size=64)``, and
+  the tutorial's layers (stock ``paddle.nn.Conv2D``).
 - ``dataset``: this library's in-memory ``MNIST`` Dataset passed to ``fit``
-  (hapi builds its own ``DataLoader``).
+  (hapi builds its own ``DataLoader``), stock ``paddle.nn.Conv2D``.
 - ``library``: this library's training path: ``InMemoryLoader``, the model as
   the registry builds it.
-- ``fast_conv``: ``library`` with every ``paddle.nn.Conv2D`` swapped for
-  ``paddle_mnist_hapi.models.layers.Conv2D`` (identical when the registry's
-  models already use it).
+- ``stock_conv``: ``library`` with the registry's ``layers.Conv2D`` swapped back
+  to stock ``paddle.nn.Conv2D``: the data path's gain alone.
 - ``paddle_raw``: no hapi: a plain dygraph loop over the same batches with the
   fast-conv model (what ``paddle.Model.fit`` itself costs per step).
 - ``torch``: the PyTorch eager loop of ``bench/torch_loop.py``.
@@ -49,13 +49,13 @@ WARMUP = 20
 EPOCH_IMAGES = 60000
 
 
-def _model(fast_conv: bool = False) -> paddle.Model:
+def _model(stock_conv: bool = False) -> paddle.Model:
     paddle.seed(0)
     network = create_model("lenet5")
-    if fast_conv:
+    if stock_conv:  # the tutorial's layers: same parameters, Paddle's own bias add
         for layer in network.sublayers():
-            if type(layer) is paddle.nn.Conv2D:
-                layer.__class__ = Conv2D
+            if type(layer) is Conv2D:
+                layer.__class__ = paddle.nn.Conv2D
     model = paddle.Model(network, *specs_for("lenet5"))
     optimizer = paddle.optimizer.Adam(learning_rate=2e-3, parameters=network.parameters())
     model.prepare(optimizer, paddle.nn.CrossEntropyLoss(), paddle.metric.Accuracy())
@@ -89,22 +89,22 @@ class _HapiPath:
             self.data: Any = tutorial_dataset(directory)
         elif path == "dataset":
             self.data = train
-        elif path in ("library", "fast_conv"):
+        elif path in ("library", "stock_conv"):
             self.data = InMemoryLoader(train, batch_size=BATCH)
         else:
             raise SystemExit(f"unknown training path {path!r}")
-        self.model = _model(fast_conv=path == "fast_conv")
+        self.model = _model(stock_conv=path in ("tutorial", "dataset", "stock_conv"))
 
     def run(self, steps: int) -> None:
         self.model.fit(self.data, batch_size=BATCH, epochs=1, verbose=0, num_iters=steps)
 
 
 class _RawPaddleLoop:
-    """A plain dygraph loop (no hapi) over ``InMemoryLoader`` batches with the fast-conv model,
+    """A plain dygraph loop (no hapi) over ``InMemoryLoader`` batches with the library's model,
     reading loss and accuracy back every step as the PyTorch loop does: what hapi itself costs."""
 
     def __init__(self, train: MNIST) -> None:
-        self.model = _model(fast_conv=True)
+        self.model = _model()
         self.network = self.model.network
         self.optimizer = self.model._optimizer
         self.loss_fn = paddle.nn.CrossEntropyLoss()
@@ -344,7 +344,7 @@ def inference(iterations: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name", choices=["train", "callbacks", "checkpoint", "to99", "inference"])
-    parser.add_argument("--paths", default="tutorial,dataset,library,fast_conv,paddle_raw,torch", help="train only")
+    parser.add_argument("--paths", default="tutorial,dataset,stock_conv,library,paddle_raw,torch", help="train only")
     parser.add_argument("--chunk", type=int, default=50, help="train only: steps per interleaved chunk")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import paddle
 
+from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.errors import ConfigError
 
 __all__ = ["one_cycle", "piecewise", "polynomial_decay", "total_updates", "warmup_cosine"]
@@ -26,9 +27,7 @@ LR = paddle.optimizer.lr
 
 
 def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
-    return value
+    return check_int(name, value, 1)
 
 
 def _rate(name: str, value: object, *, allow_zero: bool = False) -> float:

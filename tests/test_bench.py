@@ -62,7 +62,7 @@ def test_markdown_table_has_every_required_key_row() -> None:
         "callback_hook_fraction": {"ResumeCkpt": 0.01},
     }
     table = bench_run.markdown(results)
-    assert "| **library path** (`InMemoryLoader` + `fit`) | 2,500 | 24.0 | 2.50× |" in table
+    assert "| **library path** (`InMemoryLoader` + `fit`, the zoo's `layers.Conv2D`) | 2,500 | 24.0 | 2.50× |" in table
     assert "ResumeCkpt 1.0%" in table
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.monitor import Mode, MonitorCallback
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -61,10 +62,7 @@ class EarlyStopping(MonitorCallback):
         restore_best_weights: bool = False,
         source: Literal["eval", "train"] = "eval",
     ) -> None:
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
-            raise ConfigError(
-                f"patience is a number of evaluations and must be an integer >= 0. Received: patience={patience!r}"
-            )
+        check_int("patience", patience)  # a number of evaluations
         if not isinstance(restore_best_weights, bool):
             raise ConfigError(
                 f"restore_best_weights must be True or False. Received: restore_best_weights={restore_best_weights!r}"

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import paddle
 
+from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.monitor import Mode, MonitorCallback
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -197,9 +198,8 @@ class ReduceLROnPlateau(MonitorCallback):
     ) -> None:
         if not isinstance(factor, (int, float)) or not 0 < factor < 1:
             raise ConfigError(f"factor must be between 0 and 1 (exclusive). Received: factor={factor!r}")
-        for name, value in (("patience", patience), ("cooldown", cooldown)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0. Received: {name}={value!r}")
+        check_int("patience", patience)
+        check_int("cooldown", cooldown)
         if not isinstance(min_factor, (int, float)) or not 0 <= min_factor <= 1 or math.isnan(min_factor):
             raise ConfigError(f"min_factor must be between 0 and 1. Received: min_factor={min_factor!r}")
         self.factor = float(factor)

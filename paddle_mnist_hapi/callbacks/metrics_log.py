@@ -31,6 +31,7 @@ from typing import IO, Any
 
 import paddle
 
+from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import StatefulCallback, scalar
 from paddle_mnist_hapi.callbacks.lr import current_lr
 from paddle_mnist_hapi.errors import ConfigError, DataCorruptError
@@ -115,8 +116,7 @@ class MetricsLog(StatefulCallback):
     ) -> None:
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise ConfigError(f"path must be a file path for the metrics. Received: path={path!r}")
-        if isinstance(log_freq, bool) or not isinstance(log_freq, int) or log_freq < 1:
-            raise ConfigError(f"log_freq must be a positive number of batches. Received: log_freq={log_freq!r}")
+        check_int("log_freq", log_freq, 1)
         if plots_dir is not None and not isinstance(plots_dir, (str, os.PathLike)):
             raise ConfigError(f"plots_dir must be a directory path or None. Received: plots_dir={plots_dir!r}")
         self.path = Path(path)

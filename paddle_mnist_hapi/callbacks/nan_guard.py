@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import paddle
 
+from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import StatefulCallback, scalar
 from paddle_mnist_hapi.errors import CheckpointError, ConfigError
 
@@ -80,9 +81,8 @@ class NaNGuard(StatefulCallback):
                 "checkpoint=ResumeCkpt(...) (the same instance you give to fit). "
                 f"Received: checkpoint={checkpoint!r}"
             )
-        for name, value in (("check_parameters_every", check_parameters_every), ("max_rollbacks", max_rollbacks)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0. Received: {name}={value!r}")
+        check_int("check_parameters_every", check_parameters_every)
+        check_int("max_rollbacks", max_rollbacks)
         self.on_nan = on_nan
         self.checkpoint = checkpoint
         self.check_parameters_every = check_parameters_every

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import paddle
 
 from paddle_mnist_hapi._private import hapi_loop
+from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import scalar, stateful_callbacks
 from paddle_mnist_hapi.callbacks.monitor import infer_mode
 from paddle_mnist_hapi.checkpoint import state as S
@@ -139,16 +140,10 @@ class ResumeCkpt(paddle.callbacks.Callback):
         weights_only: bool = False,
     ) -> None:
         super().__init__()
-        for name, value, allow_none in (
-            ("every_n_epochs", every_n_epochs, False),
-            ("every_n_steps", every_n_steps, True),
-            ("keep_last", keep_last, False),
-            ("keep_best", keep_best, False),
-        ):
-            if value is None and allow_none:
-                continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be an integer >= 1. Received: {name}={value!r}")
+        for name, value in (("every_n_epochs", every_n_epochs), ("keep_last", keep_last), ("keep_best", keep_best)):
+            check_int(name, value, 1)
+        if every_n_steps is not None:
+            check_int("every_n_steps", every_n_steps, 1)
         self.store = CheckpointStore(save_dir)
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.keep_last, self.keep_best = keep_last, keep_best

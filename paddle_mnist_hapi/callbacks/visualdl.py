@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import StatefulCallback
 from paddle_mnist_hapi.callbacks.lr import current_lr
 from paddle_mnist_hapi.callbacks.metrics_log import log_values
@@ -204,13 +205,9 @@ class VisualDL(StatefulCallback):
     ) -> None:
         if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
             raise ConfigError(f"log_dir must be a directory path. Received: log_dir={log_dir!r}")
-        for name, value, low in (
-            ("log_freq", log_freq, 1),
-            ("histogram_freq", histogram_freq, 0),
-            ("images", images, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{name} must be an integer >= {low}. Received: {name}={value!r}")
+        check_int("log_freq", log_freq, 1)
+        check_int("histogram_freq", histogram_freq)
+        check_int("images", images)
         if hparams is not None and not isinstance(hparams, dict):
             raise ConfigError(f"hparams must be a dict of names to values. Received: hparams={hparams!r}")
         self.log_dir = Path(log_dir)

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.data.dataset import as_mnist
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -90,8 +91,7 @@ class InMemoryLoader(paddle.io.DataLoader):
     ) -> None:
         # paddle.io.DataLoader.__init__ is not called on purpose: it sets up
         # worker processes and a collate pipeline this loader does not need.
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+        check_int("batch_size", batch_size, 1)
         for name, value in (("shuffle", shuffle), ("drop_last", drop_last)):
             if not isinstance(value, bool):
                 raise ConfigError(f"{name} must be True or False. Received: {name}={value!r}")

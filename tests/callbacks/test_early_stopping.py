@@ -57,7 +57,7 @@ def test_baseline_must_be_beaten_first():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"patience": -1}, "patience .* must be an integer >= 0. Received: patience=-1"),
+        ({"patience": -1}, "patience must be an integer >= 0. Received: patience=-1"),
         ({"patience": 1.5}, "Received: patience=1.5"),
         ({"monitor": "val_thing"}, "Cannot tell whether 'val_thing' should go up or down"),
         ({"restore_best_weights": "yes"}, "restore_best_weights must be True or False"),

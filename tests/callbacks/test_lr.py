@@ -59,7 +59,7 @@ def test_one_cycle_rises_to_max_then_falls():
 @pytest.mark.parametrize(
     ("build", "match"),
     [
-        (lambda: polynomial_decay(epochs=0, steps_per_epoch=5), "epochs must be a positive integer"),
+        (lambda: polynomial_decay(epochs=0, steps_per_epoch=5), "epochs must be an integer >= 1"),
         (lambda: polynomial_decay(epochs=1, steps_per_epoch=5, start_lr=-1), "start_lr must be a finite number > 0"),
         (lambda: warmup_cosine(0.1, epochs=1, steps_per_epoch=5, warmup_steps=5), "warmup_steps must be"),
         (lambda: warmup_cosine(0.1, epochs=1, steps_per_epoch=5, end_lr=0.2), "end_lr must not exceed peak_lr"),

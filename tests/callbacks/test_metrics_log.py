@@ -101,7 +101,7 @@ def test_read_metrics_rejects_a_damaged_line_in_the_middle(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"log_freq": 0}, "log_freq must be a positive number of batches"), ({"plots_dir": 3}, "plots_dir must be")],
+    [({"log_freq": 0}, "log_freq must be an integer >= 1"), ({"plots_dir": 3}, "plots_dir must be")],
 )
 def test_bad_arguments_are_config_errors(tmp_path, kwargs, match):
     with pytest.raises(ConfigError, match=match):
