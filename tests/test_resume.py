@@ -258,3 +258,11 @@ def test_restore_last_good_rolls_model_and_optimizer_back(tmp_path, train_data):
     assert _equal({k: v.numpy() for k, v in model.network.state_dict().items()}, saved)
     with pytest.raises(CheckpointError, match="No valid checkpoint"):
         ResumeCkpt(tmp_path / "empty").restore_last_good()
+
+
+def test_resume_false_never_overwrites_an_existing_run(tmp_path, train_data):
+    _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=1)
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    with pytest.raises(CheckpointError, match=r"already holds checkpoints.*Received: save_dir="):
+        _fit(_model(), train_data, ResumeCkpt(tmp_path, resume=False), epochs=1)
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before

@@ -117,7 +117,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
             the ``keep_best`` best checkpoints by it are kept too. Default: None.
         keep_best (int, optional): how many best checkpoints to keep. Default: 1.
         resume (bool, optional): continue from the newest valid checkpoint in
-            ``save_dir``. Default: True.
+            ``save_dir``. With False, a ``save_dir`` that already holds
+            checkpoints is an error (nothing is overwritten). Default: True.
         weights_only (bool, optional): on resume, load only the model weights
             that fit (e.g. after changing the model or optimizer) and start
             training from epoch 0. Default: False.
@@ -232,6 +233,12 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self.report = {"resumed_from": None, "start_epoch": 0, "start_step": 0, "skipped": []}
         if self.resume:
             self._resume()
+        elif any(info.valid for info in self.store.scan()):
+            raise CheckpointError(
+                f"{self.save_dir} already holds checkpoints of a run, and resume=False would overwrite them. "
+                "Use another save_dir for a new run, delete the old checkpoints, or resume=True to continue. "
+                f"Received: save_dir={str(self.save_dir)!r}, resume=False"
+            )
         if self._start_epoch > 0 or self._finished_noop:
             self._mute()
 
