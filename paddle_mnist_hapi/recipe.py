@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi.callbacks.base import is_rank0
 from paddle_mnist_hapi.callbacks.lr import LRStepper
 from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog
 from paddle_mnist_hapi.callbacks.resume import ResumeCkpt
@@ -156,7 +157,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_seconds = time.perf_counter() - train_started
     result = model.evaluate(test_loader, verbose=0)
     prefix = str(output / "inference" / config.model)
-    rank0 = paddle.distributed.ParallelEnv().local_rank == 0  # under distributed.launch only rank 0 writes
+    rank0 = is_rank0()  # under distributed.launch only rank 0 writes
     report = (
         export_model(model, prefix, sample=test_data.images[:16], class_names=[str(i) for i in range(10)])
         if rank0

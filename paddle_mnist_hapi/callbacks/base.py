@@ -31,7 +31,17 @@ import paddle
 
 from paddle_mnist_hapi.errors import ConfigError
 
-__all__ = ["StatefulCallback", "scalar", "stateful_callbacks"]
+__all__ = ["StatefulCallback", "is_rank0", "log_values", "scalar", "stateful_callbacks"]
+
+
+def is_rank0() -> bool:
+    """Whether this process writes files: always in one process, rank 0 under ``paddle.distributed.launch``.
+
+    Examples:
+        >>> is_rank0()
+        True
+    """
+    return paddle.distributed.ParallelEnv().local_rank == 0
 
 
 def stateful_callbacks(callbacks: Any) -> dict[str, StatefulCallback]:
@@ -68,6 +78,28 @@ def scalar(value: Any) -> float:
     while isinstance(value, (list, tuple)):
         value = value[0]
     return float(value)
+
+
+_NOT_METRICS = frozenset({"step", "batch_size", "steps", "metrics"})
+
+
+def log_values(logs: dict[str, Any] | None) -> dict[str, float]:
+    """The numeric values in hapi's ``logs`` (loss, metrics), as floats.
+
+    Examples:
+        >>> import numpy as np
+        >>> log_values({"loss": [0.25], "acc": np.float64(0.5), "step": 3, "batch_size": 64})
+        {'loss': 0.25, 'acc': 0.5}
+    """
+    values: dict[str, float] = {}
+    for key, value in (logs or {}).items():
+        if key in _NOT_METRICS:
+            continue
+        try:
+            values[key] = scalar(value)
+        except (TypeError, ValueError, IndexError):
+            continue
+    return values
 
 
 class StatefulCallback(paddle.callbacks.Callback):

@@ -29,41 +29,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
-import paddle
-
 from paddle_mnist_hapi._private.checks import check_int
-from paddle_mnist_hapi.callbacks.base import StatefulCallback, scalar
+from paddle_mnist_hapi.callbacks.base import StatefulCallback, is_rank0, log_values
 from paddle_mnist_hapi.callbacks.lr import current_lr
 from paddle_mnist_hapi.errors import ConfigError, DataCorruptError
 
-__all__ = ["MetricsLog", "log_values", "plot_metrics", "read_metrics"]
+__all__ = ["MetricsLog", "plot_metrics", "read_metrics"]
 
 log = logging.getLogger(__name__)
-
-_NOT_METRICS = frozenset({"step", "batch_size", "steps", "metrics"})
-
-
-def log_values(logs: dict[str, Any] | None) -> dict[str, float]:
-    """The numeric values in hapi's ``logs`` (loss, metrics), as floats.
-
-    Examples:
-        >>> import numpy as np
-        >>> log_values({"loss": [0.25], "acc": np.float64(0.5), "step": 3, "batch_size": 64})
-        {'loss': 0.25, 'acc': 0.5}
-    """
-    values: dict[str, float] = {}
-    for key, value in (logs or {}).items():
-        if key in _NOT_METRICS:
-            continue
-        try:
-            values[key] = scalar(value)
-        except (TypeError, ValueError, IndexError):
-            continue
-    return values
-
-
-def _is_rank0() -> bool:
-    return paddle.distributed.ParallelEnv().local_rank == 0
 
 
 def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -159,7 +132,7 @@ class MetricsLog(StatefulCallback):
         return self._file
 
     def _write(self, kind: str, values: dict[str, float], epoch: int) -> None:
-        if not _is_rank0():
+        if not is_rank0():
             return
         record = {"kind": kind, "step": self.global_step, "epoch": epoch, **values}
         file = self._open()
@@ -195,7 +168,7 @@ class MetricsLog(StatefulCallback):
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._close()
-        if self.plots_dir is not None and _is_rank0() and self.path.exists():
+        if self.plots_dir is not None and is_rank0() and self.path.exists():
             plot_metrics(self.path, self.plots_dir)
         super().on_train_end(logs)
 

@@ -40,7 +40,7 @@ import paddle
 
 from paddle_mnist_hapi._private import hapi_loop
 from paddle_mnist_hapi._private.checks import check_int
-from paddle_mnist_hapi.callbacks.base import scalar, stateful_callbacks
+from paddle_mnist_hapi.callbacks.base import is_rank0, log_values, scalar, stateful_callbacks
 from paddle_mnist_hapi.callbacks.monitor import infer_mode
 from paddle_mnist_hapi.checkpoint import state as S
 from paddle_mnist_hapi.checkpoint.store import CheckpointInfo, CheckpointStore, read_tensors
@@ -49,10 +49,6 @@ from paddle_mnist_hapi.errors import CheckpointError, CheckpointMismatchError, C
 __all__ = ["ResumeCkpt", "load_weights"]
 
 log = logging.getLogger(__name__)
-
-
-def _is_rank0() -> bool:
-    return paddle.distributed.ParallelEnv().local_rank == 0
 
 
 def load_weights(
@@ -228,7 +224,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
             dataset_len=len(dataset) if dataset is not None else None,
             world_size=paddle.distributed.ParallelEnv().nranks,
         )
-        if _is_rank0():
+        if is_rank0():
             self.store.clean_tmp()
         self.report = {"resumed_from": None, "start_epoch": 0, "start_step": 0, "skipped": []}
         if self.resume:
@@ -336,7 +332,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         if not self._pending:
             return
         self._pending = False
-        if not _is_rank0():
+        if not is_rank0():
             return
         network, optimizer = self.model.network, self.model._optimizer
         model_tensors = dict(network.state_dict())
@@ -357,7 +353,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
             "metrics": S.metric_states(self.model._metrics) if self._step_in_epoch else None,
             "amp_scaler": S.scaler_state(self.model),
             "callbacks": {key: cb.state_dict() for key, cb in self._stateful.items()},
-            "eval": {k: scalar(v) for k, v in (self._eval_logs or {}).items() if _is_number(v)},
+            "eval": log_values(self._eval_logs),
             "monitor": self.monitor,
             "monitor_value": monitor_value,
             "fingerprint": self._fingerprint,
@@ -461,11 +457,3 @@ class ResumeCkpt(paddle.callbacks.Callback):
                 self.global_step,
                 ", ".join(restored) or "none",
             )
-
-
-def _is_number(value: Any) -> bool:
-    try:
-        scalar(value)
-    except (TypeError, ValueError, IndexError):
-        return False
-    return True

@@ -41,9 +41,8 @@ import numpy as np
 import paddle
 
 from paddle_mnist_hapi._private.checks import check_int
-from paddle_mnist_hapi.callbacks.base import StatefulCallback
+from paddle_mnist_hapi.callbacks.base import StatefulCallback, is_rank0, log_values
 from paddle_mnist_hapi.callbacks.lr import current_lr
-from paddle_mnist_hapi.callbacks.metrics_log import log_values
 from paddle_mnist_hapi.errors import ConfigError
 
 __all__ = ["VisualDL", "prediction_grid", "trim_log"]
@@ -242,7 +241,7 @@ class VisualDL(StatefulCallback):
 
     def writer(self) -> Any:
         """The ``visualdl.LogWriter`` of this run on rank 0 (opened on first use), None on other ranks."""
-        if paddle.distributed.ParallelEnv().local_rank != 0:
+        if not is_rank0():
             return None
         if self._writer is None:
             from visualdl import LogWriter
