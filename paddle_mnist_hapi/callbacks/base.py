@@ -1,7 +1,9 @@
 """``StatefulCallback``: the contract between callbacks and ``ResumeCkpt``.
 
 A stateful callback returns its state as JSON-serializable data from
-``state_dict()`` and takes it back in ``load_state_dict()``. ``ResumeCkpt``
+``state_dict()`` and takes it back in ``load_state_dict()``. State that is
+tensors (best weights, averaged weights) goes through ``state_tensors()`` /
+``load_state_tensors()`` instead and is stored as safetensors, never pickled. ``ResumeCkpt``
 finds every stateful callback of the same ``fit`` and saves and restores
 them under their ``key``, without the user wiring anything.
 
@@ -135,6 +137,13 @@ class StatefulCallback(paddle.callbacks.Callback):
         """Restore ``state``; it survives this fit's ``on_train_begin``."""
         self._load_state(state)
         self._state_loaded = True
+
+    def state_tensors(self) -> dict[str, paddle.Tensor]:
+        """Tensor state to checkpoint beside ``state_dict()`` (name -> tensor). Default: none."""
+        return {}
+
+    def load_state_tensors(self, tensors: dict[str, paddle.Tensor]) -> None:
+        """Restore what ``state_tensors()`` returned; called by ``ResumeCkpt`` before ``load_state_dict``."""
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if not self._state_loaded:
