@@ -17,6 +17,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paddle
@@ -57,6 +58,31 @@ def find_fit_loop() -> FitLoop:
             f"paddlepaddle 3.3.x. Installed: {paddle.__version__}."
         )
     return FitLoop(names["train_loader"], names["eval_loader"], names["cbks"], names["epochs"], names["eval_freq"])
+
+
+DEFAULT_RUNS_ROOT = "runs"
+
+
+def fit_save_dir() -> str | None:
+    """``save_dir`` of the running ``paddle.Model.fit`` (None when not given or not inside ``fit``)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code is not _FIT_CODE:
+        frame = frame.f_back
+    return None if frame is None else frame.f_locals.get("save_dir")
+
+
+def default_run_dir() -> Path:
+    """Where a callback writes when the user gave it no path (documented in docs/getting-started.md).
+
+    ``fit(save_dir=...)`` when the running ``fit`` has one, otherwise ``runs/<script name>``
+    (``runs/default`` for an interactive session). Callbacks put their own sub-path under it:
+    ``checkpoints/`` (ResumeCkpt), ``vdl/`` (VisualDL), ``metrics.jsonl`` (MetricsLog).
+    """
+    save_dir = fit_save_dir()
+    if save_dir:
+        return Path(save_dir)
+    script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
+    return Path(DEFAULT_RUNS_ROOT) / (script if script and script.isidentifier() else "default")
 
 
 def batch_sampler_of(loader: Any) -> Any | None:
