@@ -82,7 +82,7 @@ def default_run_dir() -> Path:
     if save_dir:
         return Path(save_dir)
     script = Path(sys.argv[0]).stem if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
-    return Path(DEFAULT_RUNS_ROOT) / (script if script and script.isidentifier() else "default")
+    return Path(DEFAULT_RUNS_ROOT) / (script if script.isidentifier() and not script.startswith("_") else "default")
 
 
 def batch_sampler_of(loader: Any) -> Any | None:
