@@ -362,6 +362,11 @@ class ResumeCkpt(paddle.callbacks.Callback):
         tensors = {"model": model_tensors}
         if optimizer is not None:
             tensors["optimizer"] = S.optimizer_tensors(optimizer, network)
+        callback_tensors = {
+            f"{key}/{name}": tensor for key, cb in self._stateful.items() for name, tensor in cb.state_tensors().items()
+        }
+        if callback_tensors:
+            tensors["callbacks"] = callback_tensors
         self.last_saved = self.store.write(self.global_step, tensors, state)
         self._prune()
 
@@ -413,9 +418,15 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self._restore_tensors(chosen)
         S.set_rng_state(state["rng"])
         S.set_scaler_state(self.model, state.get("amp_scaler"))
+        callbacks_file = chosen.path / "callbacks.safetensors"
+        saved_tensors = read_tensors(callbacks_file) if callbacks_file.is_file() else {}
         restored, fresh = [], []
         for key, callback in self._stateful.items():
             if key in state.get("callbacks", {}):
+                prefix = f"{key}/"
+                callback.load_state_tensors(
+                    {k[len(prefix) :]: v for k, v in saved_tensors.items() if k.startswith(prefix)}
+                )
                 callback.load_state_dict(state["callbacks"][key])
                 restored.append(key)
             else:
