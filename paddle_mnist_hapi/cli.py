@@ -11,7 +11,9 @@ Subcommands:
 - ``export SOURCE``: convert a Paddle export to ONNX (``--onnx``), or export a
   training checkpoint for ``paddle.inference``;
 - ``predict --model MODEL IMAGE...``: classify image files (a table or ``--json``);
-- ``info``: versions, device and where the data comes from.
+- ``info``: versions, device and where the data comes from;
+- ``serve --model MODEL``: the model behind HTTP with a page to draw on
+  (the ``serve`` extra; see :mod:`paddle_mnist_hapi.serve`).
 
 Exit codes: 0 success; 2 bad input or usage (one ``error: ...`` line on
 stderr); 1 an unexpected failure (one line too); 130 interrupted.
@@ -399,6 +401,34 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from paddle_mnist_hapi.errors import ConfigError
+    from paddle_mnist_hapi.serve import INSTALL_HINT, missing_packages
+
+    missing = missing_packages()
+    if missing:
+        raise ConfigError(f"`paddle-mnist serve` needs {', '.join(missing)}: run {INSTALL_HINT}")
+    if args.max_upload_mb <= 0:
+        raise UsageError(f"--max-upload-mb must be positive. Received: {args.max_upload_mb}")
+    from paddle_mnist_hapi.serve.server import run_server
+
+    logging.getLogger("paddle_mnist_hapi.serve").setLevel(logging.INFO)  # one line per request on stderr
+
+    def ready(url: str) -> None:
+        print(f"serving {args.model} on {url} (Ctrl+C to stop)", flush=True)
+
+    run_server(
+        args.model,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        on_ready=ready,
+    )
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- parser and main
 
 
@@ -450,6 +480,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(handler=_cmd_info)
+
+    serve = commands.add_parser("serve", help="the model behind HTTP, with a page to draw on (serve extra)")
+    serve.add_argument("--model", required=True, help="export prefix or run directory")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine)")
+    serve.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default: 8000)")
+    serve.add_argument("--max-batch", type=int, default=32, help="most images per model call (default: 32)")
+    serve.add_argument("--max-wait-ms", type=float, default=3.0, help="batching wait bound (default: 3)")
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="request size limit (default: 10)")
+    serve.set_defaults(handler=_cmd_serve)
     return parser
 
 
