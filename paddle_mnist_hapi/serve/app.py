@@ -218,9 +218,10 @@ class _Service:
         """Decode and preprocess (in a decoding thread), as ``paddle-mnist predict`` does."""
         pixels = _pixels_in_header(data)
         if pixels is not None and pixels > self.max_pixels:
+            shown = f"{pixels:,} pixels" if pixels < sys.maxsize else "more pixels than Pillow agrees to decode"
             raise HTTPException(
                 413,
-                f"The image is too large to decode safely: {pixels:,} pixels, at most {self.max_pixels:,} "
+                f"The image is too large to decode safely: {shown}, at most {self.max_pixels:,} "
                 "(decompression-bomb guard). Resize it first.",
             )
         try:

@@ -14,10 +14,13 @@ Examples:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -142,7 +145,27 @@ def run_server(
         log.warning("serving %s on %s", predictor.prefix, url)
     else:
         on_ready(url)
+    with _stop_signals_end_quietly() as received:
+        try:
+            server.run(sockets=[sock])
+        finally:
+            sock.close()
+    if received:
+        log.warning("stopped by %s", signal.Signals(received[-1]).name)
+
+
+@contextlib.contextmanager
+def _stop_signals_end_quietly() -> Iterator[list[int]]:
+    """uvicorn stops gracefully on SIGINT/SIGTERM, then raises the signal again for the handler it found:
+    this one records it, so that Ctrl+C or ``kill`` ends the command normally (exit 0)."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in stops}
     try:
-        server.run(sockets=[sock])
+        yield received
     finally:
-        sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
