@@ -154,10 +154,14 @@ class _Service:
         return JSONResponse(self.meta)
 
     async def predict(self, request: Request) -> Response:
-        data = await self._upload(request)
-        loop = asyncio.get_running_loop()
-        image = await loop.run_in_executor(self.decoders, self._prepare, data)
-        probabilities = (await asyncio.wrap_future(self.batcher.submit(image)))[0]
+        self.batcher.announce()  # from now on the batcher waits for this request (up to max_wait_ms)
+        try:
+            data = await self._upload(request)
+            image = await asyncio.get_running_loop().run_in_executor(self.decoders, self._prepare, data)
+        except BaseException:
+            self.batcher.withdraw()
+            raise
+        probabilities = (await asyncio.wrap_future(self.batcher.submit(image, announced=True)))[0]
         label = int(np.argmax(probabilities))
         names = self.predictor.class_names
         name = names[label] if label < len(names) else str(label)

@@ -5,17 +5,24 @@ A ``paddle.inference`` predictor is not thread-safe and costs little more for
 request puts its input on a queue and waits on a future; the worker takes the
 first waiting input, collects whatever else arrives within ``max_wait_ms`` (up
 to ``max_batch`` inputs), runs them as one batch and hands every request its
-own rows. Under load the batches grow by themselves; a lone request waits at
-most ``max_wait_ms``.
+own rows. Under load the batches grow by themselves.
+
+The worker only waits for inputs that are known to be on their way: a caller
+that will submit soon (the service, while it decodes an upload) says so with
+:meth:`MicroBatcher.announce`. With nothing announced, a lone request runs at
+once, so batching costs a single client no latency; with requests announced it
+waits at most ``max_wait_ms`` for them.
 
 Examples:
     >>> import numpy as np
-    >>> batcher = MicroBatcher(lambda batch: batch * 2, max_batch=8, max_wait_ms=2)
-    >>> futures = [batcher.submit(np.full((1, 3), i, np.float32)) for i in range(5)]
-    >>> [f.result(timeout=5).tolist() for f in futures][4]
+    >>> batcher = MicroBatcher(lambda batch: batch * 2, max_batch=8, max_wait_ms=500)
+    >>> for _ in range(5):
+    ...     batcher.announce()                  # five requests are being decoded
+    >>> futures = [batcher.submit(np.full((1, 3), i, np.float32), announced=True) for i in range(5)]
+    >>> futures[4].result(timeout=5).tolist()
     [[8.0, 8.0, 8.0]]
-    >>> batcher.stats()["requests"], batcher.stats()["batches"] <= 5
-    (5, True)
+    >>> batcher.stats()["requests"], batcher.stats()["batches"]   # one call of fn for all five
+    (5, 1)
     >>> batcher.close()
 """
 
@@ -48,8 +55,8 @@ class MicroBatcher:
             (e.g. :meth:`paddle_mnist_hapi.predict.Predictor.logits`). Only the worker thread calls it.
         max_batch (int, optional): the most inputs in one call of ``fn``. ``1`` switches batching
             off. Default: 32.
-        max_wait_ms (float, optional): how long the worker waits for more inputs after the first
-            one arrived. Default: 3.
+        max_wait_ms (float, optional): how long the worker waits for announced inputs after the
+            first one arrived. Default: 3.
 
     Examples:
         >>> import numpy as np
@@ -71,16 +78,29 @@ class MicroBatcher:
         self._requests = 0
         self._batches = 0
         self._largest = 0
+        self._coming = 0  # announced inputs not submitted yet
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="paddle-mnist-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, inputs: np.ndarray) -> Future[np.ndarray]:
+    def announce(self) -> None:
+        """Say that one :meth:`submit` (with ``announced=True``) or one :meth:`withdraw` will follow soon."""
+        with self._lock:
+            self._coming += 1
+
+    def withdraw(self) -> None:
+        """An announced input will not come (e.g. its upload was not an image)."""
+        with self._lock:
+            self._coming -= 1
+
+    def submit(self, inputs: np.ndarray, *, announced: bool = False) -> Future[np.ndarray]:
         """Queue ``inputs`` (one or more rows); the future gives ``fn``'s rows for them.
 
         Raises:
             RuntimeError: the batcher was closed.
         """
+        if announced:
+            self.withdraw()
         if self._closed:
             raise RuntimeError("MicroBatcher is closed")
         future: Future[np.ndarray] = Future()
@@ -124,11 +144,16 @@ class MicroBatcher:
             deadline = time.perf_counter() + self.max_wait
             stop = False
             while len(batch) < self.max_batch:
-                remaining = deadline - time.perf_counter()
                 try:
-                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    remaining = deadline - time.perf_counter()
+                    if remaining <= 0 or self._coming <= 0:  # nothing is on its way: run now
+                        break
+                    try:
+                        item = self._queue.get(timeout=remaining)
+                    except queue.Empty:
+                        break
                 if item is _STOP:
                     stop = True
                     break
