@@ -4,7 +4,8 @@ Measures, on this machine and in one run: training images per second of the
 classic Paddle tutorial's pipeline, this library's pipeline and a plain
 PyTorch eager loop (same LeNet-5, batch 64, same thread count); the overhead of
 the library's callbacks; checkpoint cost per epoch; time to 99% test top-1 with
-the default recipe; and exported-model inference latency and throughput.
+the default recipe; exported-model inference latency and throughput; and the
+HTTP service (`paddle-mnist serve`) under a bounded loopback load (`bench/serve_load.py`).
 Writes ``bench/results.json`` and ``bench/results.md``.
 
 Every measurement runs in its own process (``bench/workloads.py``). The
@@ -35,6 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 EPOCH_IMAGES = 60000
 PATHS = ["tutorial", "dataset", "stock_conv", "library", "paddle_raw", "torch"]
+SERVE_KEYS = [
+    "serve_clients", "serve_rps_1", "serve_p50_ms_1", "serve_p99_ms_1", "serve_rps_n", "serve_p50_ms_n",
+    "serve_p99_ms_n", "serve_rps_n_unbatched", "serve_p50_ms_n_unbatched", "serve_p99_ms_n_unbatched",
+    "serve_rps_1_unbatched", "serve_scaling_n_vs_1", "serve_batching_gain_n", "serve_mean_batch_n", "serve_failed",
+]  # fmt: skip
 
 
 def _env() -> dict[str, str]:
@@ -125,6 +131,12 @@ def measure(quick: bool) -> dict[str, Any]:
     ):
         results[key] = inference.get(key)
 
+    # the HTTP service (bench/serve_load.py): loopback load test at 1 and N clients, batched and not
+    serve_args = ("--requests", "100", "--rounds", "2") if quick else ("--requests", "150", "--rounds", "6")
+    serve = _run("serve_load.py", *serve_args) or {}
+    for key in SERVE_KEYS:
+        results[key] = serve.get(key)
+
     results["machine"] = {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -196,6 +208,14 @@ def markdown(r: dict[str, Any]) -> str:
         f"{_fmt(r.get('dygraph_b1_p99_ms'), 3)} ms |",
         f"| exported model, batch 256 | {_fmt(r.get('infer_b256_img_per_s'))} images/s |",
         f"| dygraph model, batch 256 | {_fmt(r.get('dygraph_b256_img_per_s'))} images/s |",
+        f"| `paddle-mnist serve`, 1 client: requests/s, p50 / p99 | {_fmt(r.get('serve_rps_1'))}, "
+        f"{_fmt(r.get('serve_p50_ms_1'), 1)} / {_fmt(r.get('serve_p99_ms_1'), 1)} ms |",
+        f"| `paddle-mnist serve`, {r.get('serve_clients') or 'N'} clients: requests/s, p50 / p99 | "
+        f"{_fmt(r.get('serve_rps_n'))}, {_fmt(r.get('serve_p50_ms_n'), 1)} / {_fmt(r.get('serve_p99_ms_n'), 1)} ms |",
+        f"| same, micro-batching off (`--max-batch 1`) | {_fmt(r.get('serve_rps_n_unbatched'))}, "
+        f"{_fmt(r.get('serve_p50_ms_n_unbatched'), 1)} / {_fmt(r.get('serve_p99_ms_n_unbatched'), 1)} ms |",
+        f"| serve: N clients / 1 client; batching on / off at N (requests/s) | "
+        f"{_fmt(r.get('serve_scaling_n_vs_1'), 2, '×')}; {_fmt(r.get('serve_batching_gain_n'), 2, '×')} |",
         "",
         "Callbacks on (share of the epoch spent in each one's hooks): "
         + (

@@ -4,11 +4,11 @@ Starts two real server processes on free loopback ports with the same exported L
 micro-batching (``--max-batch 32 --max-wait-ms 3``, the default) and one without (``--max-batch 1``).
 Each client is a thread with its own keep-alive connection that POSTs real MNIST test digits as PNG
 files, one after the other. Every measurement is a fixed number of requests (and stops at a time
-limit in any case); the servers and concurrency levels are interleaved over rounds so that load
-from other processes hits them alike. Prints one JSON object (``--out`` also writes it).
+limit in any case); the four conditions are interleaved over rounds in a rotating order so that
+load from other processes hits them alike. Prints one JSON object (``--out`` also writes it).
 
-    python bench/serve_load.py                     # 1 and 8 clients, 2 rounds
-    python bench/serve_load.py --clients 4 --requests 200 --rounds 1
+    python bench/serve_load.py                     # 1 and 8 clients, 6 rounds of 150 requests each
+    python bench/serve_load.py --clients 4 --requests 100 --rounds 2
     python bench/serve_load.py --model runs/demo   # a trained export (default: an untrained LeNet-5,
                                                    # the same computation; labels do not matter here)
 """
@@ -22,6 +22,7 @@ import json
 import os
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -149,19 +150,7 @@ def load(port: int, clients: int, requests: int, files: list[bytes], time_limit:
 
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
-def _summary(runs: list[dict[str, Any]]) -> dict[str, float]:
-    latencies = [x for run in runs for x in run["latencies"]]
-    ok = sum(run["ok"] for run in runs)
-    seconds = sum(run["seconds"] for run in runs)
-    return {
-        "rps": ok / seconds if seconds else 0.0,
-        "p50_ms": _percentile(latencies, 50) * 1e3 if latencies else float("nan"),
-        "p99_ms": _percentile(latencies, 99) * 1e3 if latencies else float("nan"),
-        "failed": sum(run["failed"] for run in runs),
-    }
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 def _export_untrained_lenet5(folder: str) -> str:
@@ -176,60 +165,69 @@ def _export_untrained_lenet5(folder: str) -> str:
     return prefix
 
 
-def measure(model: str | None = None, clients: int = 8, requests: int = 400, rounds: int = 2) -> dict[str, Any]:
-    """Throughput and latency at 1 and ``clients`` clients, with and without micro-batching."""
+def measure(
+    model: str | None = None, clients: int = 8, requests: int = 150, rounds: int = 6, options: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Throughput and latency at 1 and ``clients`` clients, with and without micro-batching.
+
+    Each round runs the four conditions (batched/unbatched x 1/N clients) one after the other, in an
+    order that rotates from round to round; requests/s is the median over rounds, latencies are pooled,
+    and the ratios are medians of the per-round ratios (so a burst of load elsewhere spoils one round,
+    not the result)."""
     files = digit_pngs()
+    conditions = [("batched", 1), ("unbatched", 1), ("batched", clients), ("unbatched", clients)]
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {c: [] for c in conditions}
+    batching: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         model = model or _export_untrained_lenet5(tmp)
-        with server(model) as batched, server(model, "--max-batch", "1", "--max-wait-ms", "0") as unbatched:
+        with (
+            server(model, *options) as batched,
+            server(model, *options, "--max-batch", "1", "--max-wait-ms", "0") as unbatched,
+        ):
             ports = {"batched": batched, "unbatched": unbatched}
             for port in ports.values():  # warm-up: first requests pay for lazy imports and allocations
                 load(port, clients, 4 * clients, files)
-            runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
-            batching: list[dict[str, Any]] = []
             for round_index in range(rounds):
-                order = list(ports) if round_index % 2 == 0 else list(ports)[::-1]
-                for concurrency in (1, clients):
-                    for name in order:
-                        before = _get(ports[name], "/health")[1]["batching"]
-                        runs.setdefault((name, concurrency), []).append(load(ports[name], concurrency, requests, files))
-                        after = _get(ports[name], "/health")[1]["batching"]
-                        if name == "batched" and concurrency == clients:
-                            batching.append({k: after[k] - before[k] for k in ("requests", "batches")})
-    stats = {key: _summary(value) for key, value in runs.items()}
-    one, many = stats[("batched", 1)], stats[("batched", clients)]
-    unbatched_many = stats[("unbatched", clients)]
-    model_calls = sum(b["batches"] for b in batching)
-    return {
-        "serve_clients": clients,
-        "serve_requests_per_run": requests,
-        "serve_rounds": rounds,
-        "serve_rps_1": one["rps"],
-        "serve_p50_ms_1": one["p50_ms"],
-        "serve_p99_ms_1": one["p99_ms"],
-        "serve_rps_n": many["rps"],
-        "serve_p50_ms_n": many["p50_ms"],
-        "serve_p99_ms_n": many["p99_ms"],
-        "serve_rps_n_unbatched": unbatched_many["rps"],
-        "serve_p50_ms_n_unbatched": unbatched_many["p50_ms"],
-        "serve_p99_ms_n_unbatched": unbatched_many["p99_ms"],
-        "serve_rps_1_unbatched": stats[("unbatched", 1)]["rps"],
-        "serve_scaling_n_vs_1": many["rps"] / one["rps"] if one["rps"] else None,
-        "serve_batching_gain_n": many["rps"] / unbatched_many["rps"] if unbatched_many["rps"] else None,
-        "serve_mean_batch_n": sum(b["requests"] for b in batching) / model_calls if model_calls else None,
-        "serve_failed": sum(s["failed"] for s in stats.values()),
-    }
+                shift = round_index % len(conditions)
+                for name, concurrency in conditions[shift:] + conditions[:shift]:
+                    before = _get(ports[name], "/health")[1]["batching"]
+                    runs[(name, concurrency)].append(load(ports[name], concurrency, requests, files))
+                    after = _get(ports[name], "/health")[1]["batching"]
+                    if name == "batched" and concurrency == clients:
+                        batching.append({k: after[k] - before[k] for k in ("requests", "batches")})
+
+    def rps(condition: tuple[str, int]) -> list[float]:
+        return [run["ok"] / run["seconds"] for run in runs[condition]]
+
+    def ratio(a: tuple[str, int], b: tuple[str, int]) -> float:
+        return statistics.median(x / y for x, y in zip(rps(a), rps(b), strict=True))
+
+    result: dict[str, Any] = {"serve_clients": clients, "serve_requests_per_run": requests, "serve_rounds": rounds}
+    for (name, concurrency), suffix in zip(conditions, ["1", "1_unbatched", "n", "n_unbatched"], strict=True):
+        latencies = [x for run in runs[(name, concurrency)] for x in run["latencies"]]
+        result[f"serve_rps_{suffix}"] = statistics.median(rps((name, concurrency)))
+        result[f"serve_p50_ms_{suffix}"] = _percentile(latencies, 50) * 1e3
+        result[f"serve_p99_ms_{suffix}"] = _percentile(latencies, 99) * 1e3
+    result["serve_scaling_n_vs_1"] = ratio(("batched", clients), ("batched", 1))
+    result["serve_batching_gain_n"] = ratio(("batched", clients), ("unbatched", clients))
+    calls = sum(b["batches"] for b in batching)
+    result["serve_mean_batch_n"] = sum(b["requests"] for b in batching) / calls if calls else None
+    result["serve_failed"] = sum(run["failed"] for value in runs.values() for run in value)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="export prefix or run directory (default: an untrained LeNet-5)")
     parser.add_argument("--clients", type=int, default=8, help="N, the concurrent clients (default: 8)")
-    parser.add_argument("--requests", type=int, default=400, help="requests per measurement (default: 400)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (default: 2)")
+    parser.add_argument("--requests", type=int, default=150, help="requests per measurement (default: 150)")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default: 6)")
+    parser.add_argument("--decode-processes", type=int, help="passed to both servers (default: theirs)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
-    result = measure(args.model, args.clients, args.requests, args.rounds)
+    options = () if args.decode_processes is None else ("--decode-processes", str(args.decode_processes))
+    result = measure(args.model, args.clients, args.requests, args.rounds, options)
+    result["serve_decode_processes"] = args.decode_processes
     result["load_average"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(result)
     if args.out:

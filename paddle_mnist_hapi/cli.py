@@ -410,6 +410,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"`paddle-mnist serve` needs {', '.join(missing)}: run {INSTALL_HINT}")
     if args.max_upload_mb <= 0:
         raise UsageError(f"--max-upload-mb must be positive. Received: {args.max_upload_mb}")
+    if not 0 <= args.decode_processes <= 64:
+        raise UsageError(f"--decode-processes must be in 0..64. Received: {args.decode_processes}")
     from paddle_mnist_hapi.serve.server import run_server
 
     logging.getLogger("paddle_mnist_hapi.serve").setLevel(logging.INFO)  # one line per request on stderr
@@ -424,6 +426,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        decode_processes=args.decode_processes,
         on_ready=ready,
     )
     return EXIT_OK
@@ -488,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, default=32, help="most images per model call (default: 32)")
     serve.add_argument("--max-wait-ms", type=float, default=3.0, help="batching wait bound (default: 3)")
     serve.add_argument("--max-upload-mb", type=float, default=10.0, help="request size limit (default: 10)")
+    serve.add_argument(
+        "--decode-processes", type=int, default=0, help="worker processes decoding uploads (default: 0, threads)"
+    )
     serve.set_defaults(handler=_cmd_serve)
     return parser
 

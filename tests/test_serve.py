@@ -353,6 +353,20 @@ def test_one_log_line_per_request_without_the_image(served, digits):
     assert "PNG" not in text and "base64" not in text
 
 
+def test_decoding_in_worker_processes(trained_run, digits, tmp_path, subprocess_env):
+    files, _, labels = digits
+    server = start_server(trained_run["export"], tmp_path / "server.log", subprocess_env, "--decode-processes", "1")
+    try:
+        for content, label in zip(files[:5], labels[:5], strict=True):
+            assert_healthy(server, content, int(label))
+        status, answer = call(server, "POST", "/predict", truncated_png())
+        assert status == 422 and "truncated or corrupt" in answer["error"]
+        assert call(server, "POST", "/predict", png_header_only(30000, 30000))[0] == 413
+        assert_healthy(server, files[0], int(labels[0]))
+    finally:
+        assert stop_server(server.proc) == 0
+
+
 # ----------------------------------------------------------------------------- start-up failures
 
 

@@ -11,9 +11,9 @@ Routes:
 - ``GET /metadata``: the model's ``prefix.meta.json``;
 - ``GET /``: the page to draw a digit on (``static/index.html``, no external assets).
 
-Pictures are decoded and preprocessed in a small thread pool, exactly as
-:meth:`Predictor.preprocess` does for ``paddle-mnist predict``; the model runs in
-the :class:`~paddle_mnist_hapi.serve.batching.MicroBatcher`'s one thread.
+Pictures are decoded and preprocessed by :mod:`~paddle_mnist_hapi.serve.decoding`
+(worker processes or threads), exactly as ``paddle-mnist predict`` does; the model
+runs in the :class:`~paddle_mnist_hapi.serve.batching.MicroBatcher`'s one thread.
 Every error is JSON ``{"error": "..."}`` with a 4xx status (5xx only for a bug),
 and one log line per request (method, path, status, milliseconds, label).
 
@@ -28,21 +28,14 @@ Examples:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import io
 import logging
-import re
-import sys
 import time
-import warnings
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -53,11 +46,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from paddle_mnist_hapi.data.dataset import MEAN, STD
-from paddle_mnist_hapi.errors import ImageError
 from paddle_mnist_hapi.export import METADATA_SUFFIX
 from paddle_mnist_hapi.predict import Prediction, Predictor, softmax
 from paddle_mnist_hapi.serve.batching import MicroBatcher
+from paddle_mnist_hapi.serve.decoding import Decoders
 
 __all__ = ["MAX_PIXELS", "MAX_UPLOAD_BYTES", "create_app"]
 
@@ -67,8 +59,6 @@ log = logging.getLogger("paddle_mnist_hapi.serve")
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: Largest picture the service decodes (a 24 MP photo fits); larger ones get 413 before decoding.
 MAX_PIXELS = 25_000_000
-#: Threads that decode and preprocess uploads (the model itself runs in the batcher's thread).
-DECODE_THREADS = 4
 _LABEL = "paddle_mnist_hapi.label"  # scope key: the predicted label, for the request log
 _REFUSED_TYPES = ("application/json", "text/")
 _HOW = "Send the image file (PNG, JPEG, ...) as the request body, or as a multipart form field named 'file'."
@@ -88,6 +78,7 @@ def create_app(
     max_wait_ms: float = 3.0,
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_pixels: int = MAX_PIXELS,
+    decode_processes: int = 0,
 ) -> Starlette:
     """The service for ``predictor`` as an ASGI application (run it with uvicorn, see ``run_server``).
 
@@ -99,8 +90,10 @@ def create_app(
         max_upload_bytes (int, optional): the largest request body; larger ones get 413 while
             they are read. Default: 10 MiB.
         max_pixels (int, optional): the largest picture decoded (decompression-bomb guard). Default: 25 MP.
+        decode_processes (int, optional): worker processes that decode uploads; 0 decodes in threads
+            of this process (see :class:`~paddle_mnist_hapi.serve.decoding.Decoders`). Default: 0.
     """
-    service = _Service(predictor, max_batch, max_wait_ms, max_upload_bytes, max_pixels)
+    service = _Service(predictor, max_batch, max_wait_ms, max_upload_bytes, max_pixels, decode_processes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,14 +118,20 @@ class _Service:
     """The endpoints and what they share: the predictor, the batcher, the decoding threads."""
 
     def __init__(
-        self, predictor: Predictor, max_batch: int, max_wait_ms: float, max_upload_bytes: int, max_pixels: int
+        self,
+        predictor: Predictor,
+        max_batch: int,
+        max_wait_ms: float,
+        max_upload_bytes: int,
+        max_pixels: int,
+        decode_processes: int,
     ) -> None:
         self.predictor = predictor
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
         self.batcher = MicroBatcher(lambda batch: softmax(predictor.logits(batch)), max_batch=max_batch,
                                     max_wait_ms=max_wait_ms)  # fmt: skip
-        self.decoders = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="paddle-mnist-decode")
+        self.decoders = Decoders(decode_processes, max_pixels)
         self.name = Path(predictor.prefix).name  # never the full path: the service tells no file-system paths
         meta = Path(predictor.prefix + METADATA_SUFFIX)
         self.meta = predictor.metadata if meta.is_file() else None
@@ -140,7 +139,7 @@ class _Service:
 
     def close(self) -> None:
         self.batcher.close()
-        self.decoders.shutdown(wait=False, cancel_futures=True)
+        self.decoders.close()
 
     async def page(self, request: Request) -> Response:
         return HTMLResponse(self.index_html, headers=_PAGE_HEADERS)
@@ -157,7 +156,9 @@ class _Service:
         self.batcher.announce()  # from now on the batcher waits for this request (up to max_wait_ms)
         try:
             data = await self._upload(request)
-            image = await asyncio.get_running_loop().run_in_executor(self.decoders, self._prepare, data)
+            image, seen, status, message = await self.decoders.prepare(data)
+            if image is None:
+                raise HTTPException(status, message)
         except BaseException:
             self.batcher.withdraw()
             raise
@@ -167,7 +168,7 @@ class _Service:
         name = names[label] if label < len(names) else str(label)
         prediction = Prediction(label, name, tuple(float(p) for p in probabilities))
         request.scope[_LABEL] = label
-        return JSONResponse({**prediction.to_dict(), "model": self.name, "model_input": _png_data_url(image)})
+        return JSONResponse({**prediction.to_dict(), "model": self.name, "model_input": seen})
 
     # ------------------------------------------------------------------ reading an upload
 
@@ -217,44 +218,6 @@ class _Service:
             return await upload.read()
         finally:
             await form.close()
-
-    def _prepare(self, data: bytes) -> np.ndarray:
-        """Decode and preprocess (in a decoding thread), as ``paddle-mnist predict`` does."""
-        pixels = _pixels_in_header(data)
-        if pixels is not None and pixels > self.max_pixels:
-            shown = f"{pixels:,} pixels" if pixels < sys.maxsize else "more pixels than Pillow agrees to decode"
-            raise HTTPException(
-                413,
-                f"The image is too large to decode safely: {shown}, at most {self.max_pixels:,} "
-                "(decompression-bomb guard). Resize it first.",
-            )
-        try:
-            return self.predictor.preprocess(data)
-        except ImageError as exc:
-            message = " ".join(str(exc).split()).replace(f"<{len(data)} bytes>", "the upload")
-            message = re.sub(r"\s*Received: image=.*$", "", message)
-            raise HTTPException(422, message) from exc
-
-
-def _pixels_in_header(data: bytes) -> int | None:
-    """Width x height from the image header alone (no pixel decoded); None when Pillow cannot tell."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                return image.width * image.height
-    except Image.DecompressionBombError:
-        return sys.maxsize
-    except Exception:  # not an image, truncated header: preprocessing says what is wrong
-        return None
-
-
-def _png_data_url(image: np.ndarray) -> str:
-    """The normalized ``(1, 1, 28, 28)`` model input as a grayscale PNG data URL."""
-    pixels = np.clip(np.round(image.reshape(28, 28) * STD + MEAN), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "L").save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 # ---------------------------------------------------------------------- errors and the request log

@@ -95,6 +95,7 @@ def run_server(
     max_batch: int = 32,
     max_wait_ms: float = 3.0,
     max_upload_bytes: int | None = None,
+    decode_processes: int = 0,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve ``model`` on ``http://host:port/`` until interrupted (SIGINT/SIGTERM stop it cleanly).
@@ -106,6 +107,8 @@ def run_server(
         max_batch (int, optional): the most images per model call (1: no batching). Default: 32.
         max_wait_ms (float, optional): how long a batch waits for more requests. Default: 3.
         max_upload_bytes (int, optional): the largest request body. Default: 10 MiB.
+        decode_processes (int, optional): worker processes that decode uploads; 0 decodes in
+            threads of this process (faster on the loaded 2-core machine measured). Default: 0.
         on_ready (callable, optional): called with the base URL once the socket is bound.
 
     Raises:
@@ -122,6 +125,7 @@ def run_server(
         max_batch=max_batch,
         max_wait_ms=max_wait_ms,
         max_upload_bytes=MAX_UPLOAD_BYTES if max_upload_bytes is None else max_upload_bytes,
+        decode_processes=decode_processes,
     )
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
