@@ -403,3 +403,27 @@ def test_missing_serve_extra_says_how_to_install(monkeypatch, capsys, trained_ru
     assert main(["serve", "--model", trained_run["export"]]) == 2
     error = capsys.readouterr().err.strip()
     assert error == "error: `paddle-mnist serve` needs uvicorn: run pip install 'paddle-mnist-hapi[serve]'"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["serve"], "the following arguments are required: --model"),
+        (["serve", "--model", "m", "--port", "http"], "argument --port: invalid int value: 'http'"),
+        (["serve", "--model", "m", "--max-upload-mb", "0"], "--max-upload-mb must be positive"),
+        (["serve", "--model", "m", "--decode-processes", "-1"], "--decode-processes must be in 0..64"),
+    ],
+)
+def test_serve_usage_errors(args, fragment, capsys):
+    from paddle_mnist_hapi.cli import main
+
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and fragment in error and "\n" not in error
+
+
+def test_port_out_of_range_fails_before_loading_the_model(capsys):
+    from paddle_mnist_hapi.cli import main
+
+    assert main(["serve", "--model", "/no/such/model", "--port", "70000"]) == 2
+    assert "port must be in 0..65535" in capsys.readouterr().err

@@ -119,6 +119,8 @@ def run_server(
 
     from paddle_mnist_hapi.serve.app import MAX_UPLOAD_BYTES, create_app
 
+    if not isinstance(port, int) or not 0 <= port <= 65535:  # before the model is loaded: fail fast
+        raise ConfigError(f"port must be in 0..65535 (0: any free port). Received: port={port!r}")
     predictor = load_checked_predictor(model)
     app = create_app(
         predictor,
