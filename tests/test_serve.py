@@ -302,7 +302,7 @@ BAD_REQUESTS = {
     "wrong method on health": (lambda s: call(s, "DELETE", "/health"), 405, "not allowed"),
     "wrong path": (lambda s: call(s, "GET", "/predictions"), 404, "No such page"),
     "path traversal": (lambda s: call(s, "GET", "/../../etc/passwd"), 404, "No such page"),
-    "static file probe": (lambda s: call(s, "GET", "/static/index.html"), 404, "No such page"),
+    "static file probe": (lambda s: call(s, "GET", "/index.html"), 404, "No such page"),
 }
 
 

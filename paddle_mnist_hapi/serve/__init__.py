@@ -3,7 +3,7 @@
 - :mod:`~paddle_mnist_hapi.serve.batching`: :class:`MicroBatcher`, one worker thread that owns
   the ``paddle.inference`` predictor and runs concurrent requests as one batch;
 - :mod:`~paddle_mnist_hapi.serve.app`: the Starlette application (``POST /predict``,
-  ``GET /health``, ``GET /metadata``, ``GET /`` the drawing page in ``static/index.html``);
+  ``GET /health``, ``GET /metadata``, ``GET /`` the drawing page in ``index.html``);
 - :mod:`~paddle_mnist_hapi.serve.server`: :func:`run_server`, uvicorn on a socket bound here.
 
 The web stack is the optional extra ``pip install 'paddle-mnist-hapi[serve]'``;

@@ -9,7 +9,7 @@ Routes:
 - ``GET /health``: 200 once the model is loaded (and has run once), with the
   batching statistics;
 - ``GET /metadata``: the model's ``prefix.meta.json``;
-- ``GET /``: the page to draw a digit on (``static/index.html``, no external assets).
+- ``GET /``: the page to draw a digit on (``index.html``, no external assets).
 
 Pictures are decoded and preprocessed by :mod:`~paddle_mnist_hapi.serve.decoding`
 (worker processes or threads), exactly as ``paddle-mnist predict`` does; the model
@@ -135,7 +135,7 @@ class _Service:
         self.name = Path(predictor.prefix).name  # never the full path: the service tells no file-system paths
         meta = Path(predictor.prefix + METADATA_SUFFIX)
         self.meta = predictor.metadata if meta.is_file() else None
-        self.index_html = resources.files("paddle_mnist_hapi.serve").joinpath("static/index.html").read_text("utf-8")
+        self.index_html = resources.files("paddle_mnist_hapi.serve").joinpath("index.html").read_text("utf-8")
 
     def close(self) -> None:
         self.batcher.close()
