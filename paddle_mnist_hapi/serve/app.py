@@ -131,7 +131,7 @@ class _Service:
         self.max_pixels = max_pixels
         self.batcher = MicroBatcher(lambda batch: softmax(predictor.logits(batch)), max_batch=max_batch,
                                     max_wait_ms=max_wait_ms)  # fmt: skip
-        self.decoders = Decoders(decode_processes, max_pixels)
+        self.decoders = Decoders(decode_processes, max_pixels, predictor.invert)  # as Predictor.preprocess
         self.name = Path(predictor.prefix).name  # never the full path: the service tells no file-system paths
         meta = Path(predictor.prefix + METADATA_SUFFIX)
         self.meta = predictor.metadata if meta.is_file() else None

@@ -102,6 +102,7 @@ class Decoders:
         processes (int): worker processes (spawned, so no lock or thread of the server is copied);
             0 decodes in 4 threads of this process.
         max_pixels (int, optional): passed to :func:`prepare`. Default: 50,000,000.
+        invert (bool|str, optional): passed to :func:`prepare`. Default: ``'auto'``.
 
     Examples:
         >>> decoders = Decoders(0)
@@ -110,9 +111,10 @@ class Decoders:
         >>> decoders.close()
     """
 
-    def __init__(self, processes: int, max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(self, processes: int, max_pixels: int = MAX_PIXELS, invert: Invert = "auto") -> None:
         self.processes = processes
         self.max_pixels = max_pixels
+        self.invert = invert
         self._executor = self._start()
 
     def _start(self) -> Executor:
@@ -128,7 +130,7 @@ class Decoders:
         loop = asyncio.get_running_loop()
         executor = self._executor
         try:
-            return await loop.run_in_executor(executor, prepare, data, self.max_pixels)
+            return await loop.run_in_executor(executor, prepare, data, self.max_pixels, self.invert)
         except BrokenProcessPool:
             log.error("a decoding process died (on a %d-byte upload); starting new ones", len(data))
             if self._executor is executor:
