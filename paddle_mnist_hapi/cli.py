@@ -410,6 +410,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"`paddle-mnist serve` needs {', '.join(missing)}: run {INSTALL_HINT}")
     if args.max_upload_mb <= 0:
         raise UsageError(f"--max-upload-mb must be positive. Received: {args.max_upload_mb}")
+    if not args.read_timeout_s > 0:
+        raise UsageError(f"--read-timeout-s must be positive. Received: {args.read_timeout_s}")
     if not 0 <= args.decode_processes <= 64:
         raise UsageError(f"--decode-processes must be in 0..64. Received: {args.decode_processes}")
     from paddle_mnist_hapi.serve.server import run_server
@@ -427,6 +429,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         decode_processes=args.decode_processes,
+        read_timeout_s=args.read_timeout_s,
         on_ready=ready,
     )
     return EXIT_OK
@@ -494,6 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--decode-processes", type=int, default=0, help="worker processes decoding uploads (default: 0, threads)"
     )
+    serve.add_argument("--read-timeout-s", type=float, default=30.0, help="upload time limit (default: 30)")
     serve.set_defaults(handler=_cmd_serve)
     return parser
 

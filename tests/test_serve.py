@@ -39,6 +39,7 @@ pytest.importorskip("starlette", reason="the serve extra is not installed: pip i
 
 COUNT = 40  # real test digits sent one by one
 UPLOAD_LIMIT_MB = 1
+READ_TIMEOUT_S = 2
 
 
 @dataclass
@@ -148,7 +149,8 @@ def served(trained_run, tmp_path_factory) -> Served:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     env["PYTHONWARNINGS"] = "ignore:No ccache found:UserWarning"
     log = tmp_path_factory.mktemp("serve") / "server.log"
-    server = start_server(trained_run["export"], log, env, "--max-upload-mb", str(UPLOAD_LIMIT_MB))
+    options = ("--max-upload-mb", str(UPLOAD_LIMIT_MB), "--read-timeout-s", str(READ_TIMEOUT_S))
+    server = start_server(trained_run["export"], log, env, *options)
     yield server
     assert stop_server(server.proc) == 0, server.log.read_text(errors="replace")[-2000:]  # a clean stop
 
@@ -239,6 +241,16 @@ def _header_then_nothing(served: Served, length: int) -> tuple[int, Any]:
         return response.status, json.loads(response.read())
 
 
+def _trickle(served: Served) -> tuple[int, Any]:
+    """Announce 1,000 bytes, send 10 and stall: the read time limit lets the connection go."""
+    with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n")
+        sock.sendall(b"\x89PNG\r\n\x1a\n\0\0")
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        return response.status, json.loads(response.read())
+
+
 def _chunked(served: Served, size: int) -> tuple[int, Any]:
     """A body with no Content-Length (chunked), larger than the limit: refused while it streams."""
     connection = http.client.HTTPConnection("127.0.0.1", served.port, timeout=30)
@@ -277,6 +289,7 @@ BAD_REQUESTS = {
     ),
     "huge declared length": (lambda s: _header_then_nothing(s, 10**12), 413, "larger than the limit"),
     "huge chunked upload": (lambda s: _chunked(s, 3 * UPLOAD_LIMIT_MB * 2**20), 413, "larger than the limit"),
+    "stalled upload": (_trickle, 408, f"did not arrive within {READ_TIMEOUT_S} s (10 bytes came)"),
     "bad content length": (
         lambda s: call(s, "POST", "/predict", b"x", {"Content-Length": "abc"}),
         400,
@@ -412,6 +425,7 @@ def test_missing_serve_extra_says_how_to_install(monkeypatch, capsys, trained_ru
         (["serve", "--model", "m", "--port", "http"], "argument --port: invalid int value: 'http'"),
         (["serve", "--model", "m", "--max-upload-mb", "0"], "--max-upload-mb must be positive"),
         (["serve", "--model", "m", "--decode-processes", "-1"], "--decode-processes must be in 0..64"),
+        (["serve", "--model", "m", "--read-timeout-s", "0"], "--read-timeout-s must be positive"),
     ],
 )
 def test_serve_usage_errors(args, fragment, capsys):

@@ -70,6 +70,7 @@ def test_options_are_checked(options, match):
 
 
 def test_the_load_test_sends_what_it_counts(trained_run):
+    pytest.importorskip("starlette", reason="the serve extra is not installed")
     spec = importlib.util.spec_from_file_location("bench_serve_load", ROOT / "bench" / "serve_load.py")
     serve_load = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(serve_load)

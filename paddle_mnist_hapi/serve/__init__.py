@@ -11,7 +11,7 @@ The web stack is the optional extra ``pip install 'paddle-mnist-hapi[serve]'``;
 package import.
 
 Examples:
-    >>> missing_packages()
+    >>> missing_packages()  # with the serve extra installed
     []
 """
 

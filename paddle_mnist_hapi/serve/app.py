@@ -79,6 +79,7 @@ def create_app(
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     max_pixels: int = MAX_PIXELS,
     decode_processes: int = 0,
+    read_timeout_s: float = 30.0,
 ) -> Starlette:
     """The service for ``predictor`` as an ASGI application (run it with uvicorn, see ``run_server``).
 
@@ -92,8 +93,11 @@ def create_app(
         max_pixels (int, optional): the largest picture decoded (decompression-bomb guard). Default: 25 MP.
         decode_processes (int, optional): worker processes that decode uploads; 0 decodes in threads
             of this process (see :class:`~paddle_mnist_hapi.serve.decoding.Decoders`). Default: 0.
+        read_timeout_s (float, optional): the longest a request body may take to arrive (408 after). Default: 30.
     """
-    service = _Service(predictor, max_batch, max_wait_ms, max_upload_bytes, max_pixels, decode_processes)
+    service = _Service(
+        predictor, max_batch, max_wait_ms, max_upload_bytes, max_pixels, decode_processes, read_timeout_s
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,10 +129,12 @@ class _Service:
         max_upload_bytes: int,
         max_pixels: int,
         decode_processes: int,
+        read_timeout_s: float,
     ) -> None:
         self.predictor = predictor
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
+        self.read_timeout_s = read_timeout_s
         self.batcher = MicroBatcher(lambda batch: softmax(predictor.logits(batch)), max_batch=max_batch,
                                     max_wait_ms=max_wait_ms)  # fmt: skip
         self.decoders = Decoders(decode_processes, max_pixels, predictor.invert)  # as Predictor.preprocess
@@ -185,7 +191,8 @@ class _Service:
         return body
 
     async def _body(self, request: Request) -> bytes:
-        """The body, refused with 413 as soon as it is known to exceed the limit (never read whole first)."""
+        """The body, refused with 413 as soon as it is known to exceed the limit (never read whole first),
+        and with 408 when it has not arrived within ``read_timeout_s``."""
         limit = self.max_upload_bytes
         too_large = f"The upload is larger than the limit of {limit:,} bytes. Send a smaller image."
         declared = request.headers.get("content-length")
@@ -195,10 +202,16 @@ class _Service:
             if int(declared) > limit:
                 raise HTTPException(413, too_large)
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise HTTPException(413, too_large)
+        try:
+            async with asyncio.timeout(self.read_timeout_s):  # a client that trickles its upload is let go
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > limit:
+                        raise HTTPException(413, too_large)
+        except TimeoutError:
+            raise HTTPException(
+                408, f"The upload did not arrive within {self.read_timeout_s:g} s ({len(body):,} bytes came)."
+            ) from None
         return bytes(body)
 
     async def _form_file(self, request: Request, body: bytes) -> bytes:

@@ -96,6 +96,7 @@ def run_server(
     max_wait_ms: float = 3.0,
     max_upload_bytes: int | None = None,
     decode_processes: int = 0,
+    read_timeout_s: float = 30.0,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve ``model`` on ``http://host:port/`` until interrupted (SIGINT/SIGTERM stop it cleanly).
@@ -109,6 +110,7 @@ def run_server(
         max_upload_bytes (int, optional): the largest request body. Default: 10 MiB.
         decode_processes (int, optional): worker processes that decode uploads; 0 decodes in
             threads of this process (faster on the loaded 2-core machine measured). Default: 0.
+        read_timeout_s (float, optional): the longest a request body may take to arrive. Default: 30.
         on_ready (callable, optional): called with the base URL once the socket is bound.
 
     Raises:
@@ -128,6 +130,7 @@ def run_server(
         max_wait_ms=max_wait_ms,
         max_upload_bytes=MAX_UPLOAD_BYTES if max_upload_bytes is None else max_upload_bytes,
         decode_processes=decode_processes,
+        read_timeout_s=read_timeout_s,
     )
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
