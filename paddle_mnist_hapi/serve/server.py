@@ -124,41 +124,37 @@ def run_server(
     if not isinstance(port, int) or not 0 <= port <= 65535:  # before the model is loaded: fail fast
         raise ConfigError(f"port must be in 0..65535 (0: any free port). Received: port={port!r}")
     predictor = load_checked_predictor(model)
-    app = create_app(
-        predictor,
-        max_batch=max_batch,
-        max_wait_ms=max_wait_ms,
-        max_upload_bytes=MAX_UPLOAD_BYTES if max_upload_bytes is None else max_upload_bytes,
-        decode_processes=decode_processes,
-        read_timeout_s=read_timeout_s,
-    )
     sock = bind(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    url = f"http://{shown}:{bound_port}/"
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening on %s: reachable from other machines, with no authentication", host)
-    config = uvicorn.Config(
-        app,
-        loop="asyncio",
-        http="h11",
-        lifespan="on",
-        log_config=None,  # our own one line per request, through logging
-        access_log=False,
-        server_header=False,
-        limit_concurrency=MAX_CONNECTIONS,
-        timeout_graceful_shutdown=5,
-    )
-    server = uvicorn.Server(config)
-    if on_ready is None:
-        log.warning("serving %s on %s", predictor.prefix, url)
-    else:
-        on_ready(url)
-    with _stop_signals_end_quietly() as received:
-        try:
-            server.run(sockets=[sock])
-        finally:
-            sock.close()
+    with contextlib.closing(sock):
+        app = create_app(
+            predictor,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_upload_bytes=MAX_UPLOAD_BYTES if max_upload_bytes is None else max_upload_bytes,
+            decode_processes=decode_processes,
+            read_timeout_s=read_timeout_s,
+        )
+        bound_host, bound_port = sock.getsockname()[:2]
+        url = f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}/"
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("listening on %s: reachable from other machines, with no authentication", host)
+        config = uvicorn.Config(
+            app,
+            loop="asyncio",
+            http="h11",  # strict and bounded (header size limit); a pure-Python parser
+            lifespan="on",
+            log_config=None,  # our own one line per request, through logging
+            access_log=False,
+            server_header=False,
+            limit_concurrency=MAX_CONNECTIONS,
+            timeout_graceful_shutdown=5,
+        )
+        if on_ready is None:
+            log.warning("serving %s on %s", predictor.prefix, url)
+        else:
+            on_ready(url)
+        with _stop_signals_end_quietly() as received:
+            uvicorn.Server(config).run(sockets=[sock])
     if received:
         log.warning("stopped by %s", signal.Signals(received[-1]).name)
 
