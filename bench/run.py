@@ -132,7 +132,7 @@ def measure(quick: bool) -> dict[str, Any]:
         results[key] = inference.get(key)
 
     # the HTTP service (bench/serve_load.py): loopback load test at 1 and N clients, batched and not
-    serve_args = ("--requests", "100", "--rounds", "2") if quick else ("--requests", "150", "--rounds", "6")
+    serve_args = ("--requests", "100", "--rounds", "2") if quick else ("--requests", "100", "--rounds", "10")
     serve = _run("serve_load.py", *serve_args) or {}
     for key in SERVE_KEYS:
         results[key] = serve.get(key)

@@ -7,7 +7,7 @@ files, one after the other. Every measurement is a fixed number of requests (and
 limit in any case); the four conditions are interleaved over rounds in a rotating order so that
 load from other processes hits them alike. Prints one JSON object (``--out`` also writes it).
 
-    python bench/serve_load.py                     # 1 and 8 clients, 6 rounds of 150 requests each
+    python bench/serve_load.py                     # 1 and 8 clients, 10 rounds of 100 requests each
     python bench/serve_load.py --clients 4 --requests 100 --rounds 2
     python bench/serve_load.py --model runs/demo   # a trained export (default: an untrained LeNet-5,
                                                    # the same computation; labels do not matter here)
@@ -166,7 +166,7 @@ def _export_untrained_lenet5(folder: str) -> str:
 
 
 def measure(
-    model: str | None = None, clients: int = 8, requests: int = 150, rounds: int = 6, options: tuple[str, ...] = ()
+    model: str | None = None, clients: int = 8, requests: int = 100, rounds: int = 10, options: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """Throughput and latency at 1 and ``clients`` clients, with and without micro-batching.
 
@@ -220,8 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="export prefix or run directory (default: an untrained LeNet-5)")
     parser.add_argument("--clients", type=int, default=8, help="N, the concurrent clients (default: 8)")
-    parser.add_argument("--requests", type=int, default=150, help="requests per measurement (default: 150)")
-    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default: 6)")
+    parser.add_argument("--requests", type=int, default=100, help="requests per measurement (default: 100)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default: 10)")
     parser.add_argument("--decode-processes", type=int, help="passed to both servers (default: theirs)")
     parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args(argv)
