@@ -129,19 +129,34 @@ def test_mismatched_batch_size_is_refused_and_nothing_is_lost(tmp_path, train_da
 
 def test_mismatched_model_names_the_parameters(tmp_path, train_data):
     _fit(_model("lenet5"), train_data, ResumeCkpt(tmp_path), epochs=1)
-    with pytest.raises(CheckpointMismatchError, match=r"network: checkpoint LeNet5, now MnistCNN.*weights_only=True"):
+    with pytest.raises(CheckpointMismatchError, match=r"network: checkpoint LeNet5, now MnistCNN.*init_from="):
         _fit(_model("mnist_cnn"), train_data, ResumeCkpt(tmp_path), epochs=2)
 
 
-def test_weights_only_loads_what_fits_and_trains_from_the_start(tmp_path, train_data):
-    saved = _fit(_model(lr=0.01), train_data, ResumeCkpt(tmp_path), epochs=1)
-    model = _model(lr=0.001)  # other schedule: a full resume would be refused
-    ckpt = ResumeCkpt(tmp_path, weights_only=True)
+def test_init_from_starts_a_separate_run_that_a_rerun_continues(tmp_path, train_data):
+    old_dir, new_dir = tmp_path / "pretrain", tmp_path / "finetune"
+    saved = _fit(_model(lr=0.01), train_data, ResumeCkpt(old_dir), epochs=2)
+    old_files = {p: p.read_bytes() for p in old_dir.rglob("*") if p.is_file()}
+    model = _model(lr=0.001)  # another schedule: a new run, not a resume
+    ckpt = ResumeCkpt(new_dir, init_from=old_dir, keep_last=1)
     model.fit(train_data, batch_size=64, epochs=1, verbose=0, num_iters=1, callbacks=[ckpt])
-    assert ckpt.report["weights_only"] is True and ckpt.report["start_epoch"] == 0
+    assert ckpt.report["init_from"].endswith("ckpt-000000008") and ckpt.report["resumed_from"] is None
     # one step at a small lr from the loaded weights stays close to them; a fresh init would not
     now = model.network.state_dict()
     assert max(float(np.abs(now[k].numpy() - saved[k]).max()) for k in saved) < 0.05
+    assert [p.name for p in new_dir.glob("ckpt-*")] == ["ckpt-000000001"]  # its own step counter, its own dir
+    # the re-run of the fine-tuning script continues the fine-tuning run, not the old one
+    again = ResumeCkpt(new_dir, init_from=old_dir, keep_last=1)
+    _fit(_model(lr=0.001), train_data, again, epochs=1)
+    assert again.report["resumed_from"].endswith("ckpt-000000001") and "init_from" not in again.report
+    assert [p.name for p in new_dir.glob("ckpt-*")] == ["ckpt-000000004"]
+    assert {p: p.read_bytes() for p in old_dir.rglob("*") if p.is_file()} == old_files  # the old run untouched
+
+
+def test_init_from_inside_save_dir_is_refused(tmp_path, train_data):
+    _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=1)
+    with pytest.raises(ConfigError, match="outside this run's save_dir"):
+        _fit(_model(), train_data, ResumeCkpt(tmp_path, init_from=tmp_path), epochs=1)
 
 
 def test_finished_run_trains_no_more_but_other_callbacks_see_begin_and_end(tmp_path, train_data):
