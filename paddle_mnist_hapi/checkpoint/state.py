@@ -196,7 +196,7 @@ def metric_states(metrics: list[paddle.metric.Metric]) -> list[dict[str, Any]]:
         >>> acc = paddle.metric.Accuracy()
         >>> _ = acc.update(acc.compute(paddle.to_tensor([[0.1, 0.9], [0.8, 0.2]]), paddle.to_tensor([[1], [1]])))
         >>> fresh = paddle.metric.Accuracy(); set_metric_states([fresh], metric_states([acc]))
-        >>> fresh.accumulate(), fresh.count
+        >>> float(fresh.accumulate()), fresh.count
         (0.5, [np.int64(2)])
     """
     return [{k: _jsonable(v) for k, v in vars(m).items() if _plain(v)} for m in metrics]
