@@ -156,7 +156,9 @@ def assert_same_run(out: Path, ref: Path, note: str = "") -> None:
     differ = [k for k in a if not np.array_equal(a[k], b[k])]
     assert not differ, f"{differ[:5]} differ {context}"
     assert got["evaluate"] == want["evaluate"], context
-    assert (got["total"], got["evals"], got["digest_sum"]) == (want["total"], want["evals"], want["digest_sum"]), context
+    assert (got["total"], got["evals"], got["digest_sum"]) == (want["total"], want["evals"], want["digest_sum"]), (
+        context
+    )
     assert by_step(out) == by_step(ref), f"per-batch or evaluation records differ {context}"
     if Path(f"{ref}.metrics.jsonl").exists():
         assert Path(f"{out}.metrics.jsonl").read_bytes() == Path(f"{ref}.metrics.jsonl").read_bytes(), context

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 
 import pytest
-
 import resume_harness as H
 
 pytestmark = pytest.mark.slow
@@ -31,8 +31,8 @@ CELLS = {
     "InMemoryLoader": ["--data", "inmemory", "--every-n-steps", "4"],
     "drop_last": ["--drop-last", "--limit", "200", "--every-n-steps", "3"],
     # cadence: how fit is driven
-    "accumulate_grad_batches=2, every_n_steps=3, odd epoch": ["--accumulate", "2", "--limit", "224", "--every-n-steps", "3"],
-    "accumulate_grad_batches=2, every epoch": ["--accumulate", "2", "--limit", "224"],
+    "accumulate 2, every_n_steps=3, 7 batches": ["--accumulate", "2", "--limit", "224", "--every-n-steps", "3"],
+    "accumulate 2, every epoch": ["--accumulate", "2", "--limit", "224"],
     "eval_freq=2": ["--eval-freq", "2", "--every-n-steps", "4"],
     "num_iters": ["--num-iters", "11", "--every-n-steps", "4"],
     # the whole callback stack: EarlyStopping, ReduceLROnPlateau, LRStepper, VisualDL, MetricsLog, NaNGuard
@@ -107,7 +107,7 @@ def test_max_time_stops_before_the_budget_with_a_checkpoint(tmp_path, references
     assert stopped["report"]["stopped"] == "max_time" and stopped["fit_seconds"] < 3
     assert 0 < stopped["total"] < H.result(ref)["total"]
     assert json.loads((max(save_dir.glob("ckpt-*")) / "state.json").read_text())["global_step"] == stopped["total"]
-    done = H.run(save_dir, out, [])
+    H.run(save_dir, out, [])
     H.assert_no_batch_repeated(out, stopped["total"], H.result(ref)["total"])
     H.assert_same_run(out, ref, "max_time")
 
@@ -130,10 +130,10 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, ref
     save_dir, out = tmp_path / "ckpt", tmp_path / "run"
     monkeypatch.setenv("PADDLE_MNIST_HAPI_SLOW_CKPT_WRITE", "3")
     proc = H.start(save_dir, out, ["--every-n-steps", "4"])
-    deadline = __import__("time").monotonic() + 120
+    deadline = time.monotonic() + 120
     while not (list(save_dir.glob("ckpt-*")) and list(save_dir.glob(".tmp-*/state.json"))):
-        assert proc.poll() is None and __import__("time").monotonic() < deadline
-        __import__("time").sleep(0.02)
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
     H.kill_group(proc)
     proc.wait()
     monkeypatch.delenv("PADDLE_MNIST_HAPI_SLOW_CKPT_WRITE")

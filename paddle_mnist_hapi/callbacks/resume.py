@@ -303,6 +303,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self._epoch_rng = S.rng_state()  # the epoch's data order is drawn from here
         position.epoch, position.step_in_epoch = epoch, skip
         self._train.configure(epoch, skip, after_skip=after_skip)
+        self._step_offset = skip
         self._consistent = True
         if self._muted:
             self._unmute()
@@ -380,6 +381,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
     # ------------------------------------------------------------ internals
     def _reset_run_state(self) -> None:
         self._position = Position()
+        self._step_offset = 0
         self.global_step = 0
         self._muted = self._pending = self._want_mid_epoch = self._consistent = False
         self._eval_logs: dict[str, Any] | None = None
@@ -446,17 +448,31 @@ class ResumeCkpt(paddle.callbacks.Callback):
         return lambda: [optimizer.__dict__.pop(name, None) for name in wrapped] and None
 
     def _watch_batch_end(self) -> Callable[[], None]:
-        """The state is consistent again once every callback has finished a batch."""
+        """Number a resumed epoch's batches from where it is, and mark the state consistent after each batch.
+
+        hapi numbers batches by ``enumerate`` over what the loader yields, so after
+        skipping ``k`` batches it would hand callbacks ``step`` 0 for batch ``k``.
+        """
         callback_list = self._loop.callbacks
-        original = callback_list.on_batch_end
+        on_begin, on_end = callback_list.on_batch_begin, callback_list.on_batch_end
+
+        def numbered(mode: str, step: int | None, logs: dict[str, Any] | None) -> int | None:
+            if mode == "train" and self._step_offset and step is not None:
+                step += self._step_offset
+                if logs is not None and "step" in logs:
+                    logs["step"] = step
+            return step
+
+        def on_batch_begin(mode: str, step: int | None = None, logs: dict[str, Any] | None = None) -> None:
+            on_begin(mode, numbered(mode, step, logs), logs)
 
         def on_batch_end(mode: str, step: int | None = None, logs: dict[str, Any] | None = None) -> None:
-            original(mode, step, logs)
+            on_end(mode, numbered(mode, step, logs), logs)
             if mode == "train" and not self._muted:
                 self._consistent = True
 
-        callback_list.on_batch_end = on_batch_end
-        return lambda: callback_list.__dict__.pop("on_batch_end", None) and None
+        callback_list.on_batch_begin, callback_list.on_batch_end = on_batch_begin, on_batch_end
+        return lambda: [callback_list.__dict__.pop(name, None) for name in ("on_batch_begin", "on_batch_end")] and None
 
     def _cleanup(self) -> None:
         while self._undo:

@@ -132,7 +132,8 @@ class StopRequest:
                 signal.raise_signal(signum)
             return
         self.received = signal.Signals(signum)
-        log.warning("ResumeCkpt: received %s; checkpointing after this optimizer step, then stopping", self.received.name)
+        name = self.received.name
+        log.warning("ResumeCkpt: received %s; checkpointing after this optimizer step, then stopping", name)
 
     def reason(self, step_seconds: float, save_seconds: float) -> str | None:
         """``'SIGTERM'`` (the signal's name), ``'max_time'`` or None.

@@ -125,8 +125,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--save-dir", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--data", default="dataset",
-                        choices=["dataset", "loader0", "loader2", "persistent", "batch_sampler", "inmemory"])
+    parser.add_argument(
+        "--data",
+        default="dataset",
+        choices=["dataset", "loader0", "loader2", "persistent", "batch_sampler", "inmemory"],
+    )
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--limit", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=32)
