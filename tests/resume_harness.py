@@ -171,3 +171,32 @@ def assert_no_batch_repeated(out: Path, resumed_step: int, total: int) -> None:
     rerun_pid = records(out)[-1]["pid"]
     steps = [r["step"] for r in records(out) if r["pid"] == rerun_pid and "step" in r]
     assert steps == list(range(resumed_step + 1, total + 1)), f"re-run trained {steps} (RESUME_MATRIX_SEED={SEED})"
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started under ``pid`` (children, grandchildren ...), read from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal a launcher and everything it started (workers may sit in sessions of their own)."""
+    below = descendants(proc.pid)
+    kill_group(proc, sig)
+    for pid in below:
+        for send in (lambda p: os.killpg(os.getpgid(p), sig), lambda p: os.kill(p, sig)):
+            try:
+                send(pid)
+            except (ProcessLookupError, PermissionError):
+                pass

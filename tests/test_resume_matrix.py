@@ -90,7 +90,7 @@ def test_sigterm_checkpoints_at_the_step_and_the_rerun_continues_exactly(tmp_pat
     H.kill_group(proc, signal.SIGTERM)
     code, stderr = H.finish(proc)
     assert code == 128 + signal.SIGTERM, stderr[-2000:]
-    last = max(r["step"] for r in H.records(out))
+    last = max(r["step"] for r in H.records(out) if "step" in r)
     newest = max(save_dir.glob("ckpt-*"))
     state = json.loads((newest / "state.json").read_text())
     assert state["global_step"] == last and state["interrupted"] == "SIGTERM"  # saved at the step it stopped
@@ -103,8 +103,8 @@ def test_sigterm_checkpoints_at_the_step_and_the_rerun_continues_exactly(tmp_pat
 def test_max_time_stops_before_the_budget_with_a_checkpoint(tmp_path, references):
     ref = references.get([])
     save_dir, out = tmp_path / "ckpt", tmp_path / "run"
-    stopped = H.run(save_dir, out, ["--sleep", "0.25", "--max-time", "3"])
-    assert stopped["report"]["stopped"] == "max_time" and stopped["fit_seconds"] < 3
+    stopped = H.run(save_dir, out, ["--sleep", "0.25", "--max-time", "4"])  # 18 batches: 4.5 s and more
+    assert stopped["report"]["stopped"] == "max_time" and stopped["fit_seconds"] < 4
     assert 0 < stopped["total"] < H.result(ref)["total"]
     assert json.loads((max(save_dir.glob("ckpt-*")) / "state.json").read_text())["global_step"] == stopped["total"]
     H.run(save_dir, out, [])

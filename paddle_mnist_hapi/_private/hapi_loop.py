@@ -142,7 +142,8 @@ class EpochSampler:
 
     ``configure`` picks, before each epoch, the shuffle epoch (``set_epoch``), how
     many batches to skip (already covered by a checkpoint) or that the epoch is
-    empty (done before a resume). ``after_skip`` runs right after the skipped
+    empty (done before a resume). ``before`` runs just before the order is drawn
+    (to set the RNG it is drawn from), ``after_skip`` right after the skipped
     batches were drawn. One instance serves the whole ``fit``, so a persistent
     worker iterator, which keeps the sampler it first saw, sees every change.
     Its length is the number of batches still to come, so hapi's "last batch of
@@ -154,10 +155,17 @@ class EpochSampler:
         self.configure(None)
 
     def configure(
-        self, epoch: int | None, skip: int = 0, *, empty: bool = False, after_skip: Callable[[], None] | None = None
+        self,
+        epoch: int | None,
+        skip: int = 0,
+        *,
+        empty: bool = False,
+        before: Callable[[], None] | None = None,
+        after_skip: Callable[[], None] | None = None,
     ) -> None:
         """Set what the next ``iter()`` yields; ``epoch=None`` leaves the inner sampler's epoch alone."""
-        self.epoch, self.skip, self.empty, self._after_skip = epoch, skip, empty, after_skip
+        self.epoch, self.skip, self.empty = epoch, skip, empty
+        self._before, self._after_skip = before, after_skip
 
     def __len__(self) -> int:
         return 0 if self.empty else len(self.inner) - self.skip
@@ -167,6 +175,8 @@ class EpochSampler:
             return
         if self.epoch is not None and hasattr(self.inner, "set_epoch"):
             self.inner.set_epoch(self.epoch)
+        if self._before is not None:
+            self._before()
         iterator = iter(self.inner)
         for _ in range(self.skip):
             next(iterator, None)

@@ -243,6 +243,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
 
     # ------------------------------------------------------------ hapi hooks
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._stop_request.start_clock()
         self._loop = loop = hapi_loop.find_fit_loop()
         if self.store is None:
             self.store = CheckpointStore(hapi_loop.default_run_dir() / "checkpoints")
@@ -300,9 +301,12 @@ class ResumeCkpt(paddle.callbacks.Callback):
                 after_skip = lambda: S.set_rng_state(rng)  # noqa: E731
                 S.set_metric_states(self.model._metrics, self._resume_metrics or [])
             self._resume_rng = None
-        self._epoch_rng = S.rng_state()  # the epoch's data order is drawn from here
+        # The epoch's order is drawn from the RNG as it is now, whatever the loader draws on the way
+        # (a worker iterator takes a seed when it is created, not when a persistent one is reused).
+        self._epoch_rng = epoch_rng = S.rng_state()
+        before = lambda: S.set_rng_state(epoch_rng)  # noqa: E731
         position.epoch, position.step_in_epoch = epoch, skip
-        self._train.configure(epoch, skip, after_skip=after_skip)
+        self._train.configure(epoch, skip, before=before, after_skip=after_skip)
         self._step_offset = skip
         self._consistent = True
         if self._muted:
@@ -332,8 +336,10 @@ class ResumeCkpt(paddle.callbacks.Callback):
             self._pending, self._want_mid_epoch = True, False
         if at_update and self._watch_stop:
             reason = self._stop_request.reason(self._step_seconds + self._eval_seconds, self._save_seconds)
-            if agree(reason is not None):
-                self._stop(reason or "another rank")
+            agreed = agree(reason)
+            if agreed is not None:
+                self._stop_request.adopt(agreed)
+                self._stop(agreed)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if epoch < self._position.epoch or self._finished:

@@ -11,7 +11,7 @@ Examples:
     >>> parse_max_time("00:01:30:00"), parse_max_time(90), parse_max_time(None)
     (5400.0, 90.0, None)
     >>> request = StopRequest(signals=(), max_time=10)
-    >>> request.start(); request.reason(step_seconds=1.0, save_seconds=0.1)  # plenty of time left
+    >>> request.start_clock(); request.reason(step_seconds=1.0, save_seconds=0.1)  # plenty of time left
     >>> request.deadline -= 10; request.reason(step_seconds=1.0, save_seconds=0.1)
     'max_time'
 """
@@ -104,10 +104,13 @@ class StopRequest:
         self.received: signal.Signals | None = None
         self._previous: dict[signal.Signals, Any] = {}
 
-    def start(self) -> None:
-        """Start the clock and catch the signals (main thread only; elsewhere they are left alone, with a warning)."""
+    def start_clock(self) -> None:
+        """Start counting ``max_time``."""
         self.received = None
         self.deadline = time.monotonic() + self.max_time if self.max_time else math.inf
+
+    def start(self) -> None:
+        """Catch the signals (main thread only; elsewhere they are left alone, with a warning)."""
         if not self.signals:
             return
         if threading.current_thread() is not threading.main_thread():
@@ -144,15 +147,34 @@ class StopRequest:
         """
         if self.received is not None:
             return self.received.name
-        if time.monotonic() + 2 * (step_seconds + save_seconds) + 1.0 >= self.deadline:
-            return "max_time"
+        if time.monotonic() + 2 * (step_seconds + max(save_seconds, 0.25)) + 1.0 >= self.deadline:
+            return MAX_TIME
         return None
 
+    def adopt(self, reason: str) -> None:
+        """Act on another rank's signal as if it had come here (so every rank exits alike)."""
+        if reason != MAX_TIME and self.received is None:
+            self.received = signal.Signals[reason]
 
-def agree(stop: bool) -> bool:
-    """Whether any rank wants to stop (an all-reduce under ``paddle.distributed.launch``; free in one process)."""
+
+MAX_TIME = "max_time"
+_CODES = {MAX_TIME: 1}
+
+
+def agree(reason: str | None) -> str | None:
+    """The stop reason of any rank (a signal wins over ``max_time``): one small all-reduce under
+    ``paddle.distributed.launch``, nothing in one process.
+
+    Examples:
+        >>> agree("SIGTERM"), agree(None)
+        ('SIGTERM', None)
+    """
     if paddle.distributed.get_world_size() <= 1:
-        return stop
-    flag = paddle.to_tensor([1 if stop else 0], dtype="int32")
+        return reason
+    code = 0 if reason is None else _CODES.get(reason) or int(signal.Signals[reason])
+    flag = paddle.to_tensor([code], dtype="int32")
     paddle.distributed.all_reduce(flag, op=paddle.distributed.ReduceOp.MAX)
-    return bool(flag.item())
+    agreed = int(flag.item())
+    if agreed == 0:
+        return None
+    return MAX_TIME if agreed == 1 else signal.Signals(agreed).name
