@@ -68,7 +68,7 @@ def run(save_dir: Path, out: Path, args: list[str], launch_dir: Path | None = No
     code, stderr = finish(start(save_dir, out, args, launch_dir))
     logs = "".join(p.read_text()[-3000:] for p in sorted(launch_dir.glob("workerlog.*"))) if launch_dir else ""
     assert code == expect, f"exit {code}\n{stderr[-3000:]}{logs}"
-    return result(out) if expect == 0 else {}
+    return result(out) if expect == 0 and launch_dir is None else {}
 
 
 def result(out: Path) -> dict:

@@ -53,7 +53,7 @@ import paddle
 from paddle_mnist_hapi._private import hapi_loop
 from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import is_rank0, log_values, scalar, stateful_callbacks
-from paddle_mnist_hapi.callbacks.monitor import MonitorCallback
+from paddle_mnist_hapi.callbacks.monitor import MonitorCallback, infer_mode
 from paddle_mnist_hapi.checkpoint import retention
 from paddle_mnist_hapi.checkpoint import state as S
 from paddle_mnist_hapi.checkpoint.position import STOP_BY_CALLBACK, Position
@@ -114,6 +114,16 @@ def _load_network(network: paddle.nn.Layer, saved: dict[str, Any], *, strict: bo
         raise CheckpointMismatchError("No tensor of the checkpoint fits this model. Build the matching model.")
     network.set_state_dict(fitting)
     return sorted(set(bad))
+
+
+def _best_rule(monitor: str, mode: str, min_delta: float) -> MonitorCallback:
+    """The shared monitor rule (``MonitorCallback.is_improvement``) that ranks checkpoints."""
+    if mode not in ("auto", "min", "max"):
+        raise ConfigError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+    if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not min_delta >= 0:
+        raise ConfigError(f"min_delta must be a number >= 0. Received: min_delta={min_delta!r}")
+    resolved = infer_mode(monitor) if mode == "auto" else mode  # a name that says neither: pass mode
+    return MonitorCallback(monitor=monitor, mode=resolved, min_delta=min_delta)
 
 
 class ResumeCkpt(paddle.callbacks.Callback):
@@ -187,7 +197,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.keep_last, self.keep_best = keep_last, keep_best
         self.monitor = monitor
-        self._rule = MonitorCallback(monitor=monitor, mode=mode, min_delta=min_delta) if monitor else None
+        self._rule = _best_rule(monitor, mode, min_delta) if monitor else None
         self.resume = resume
         self.init_from = Path(init_from) if init_from is not None else None
         self._stop_request = StopRequest(parse_signals(signals), parse_max_time(max_time))
