@@ -519,8 +519,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
         try:
             position = self._position
             at_update = position.step_in_epoch % self._accumulate == 0
-            if self._finished or not is_rank0():
-                pass
+            if self._finished or paddle.distributed.get_world_size() > 1:
+                pass  # under launch the other ranks are elsewhere: the newest regular checkpoint stands
             elif self._consistent and at_update:
                 self._pending = True
                 self._flush(crash={"type": type(exc).__name__, "message": str(exc)[:500]})
@@ -577,20 +577,34 @@ class ResumeCkpt(paddle.callbacks.Callback):
             return None
         return scalar(self._eval_logs[self.monitor])
 
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: RNG, the running metrics (each rank sees its own batches), callbacks."""
+        mid_epoch = self._position.step_in_epoch > 0
+        return {
+            "rng": S.rng_state(),
+            "epoch_rng": self._epoch_rng if mid_epoch else None,
+            "metrics": S.jsonable_metric_states(self._metrics_snapshot) if mid_epoch else None,
+            "callbacks": {key: cb.state_dict() for key, cb in self._stateful.items()},
+        }
+
     def _flush(self, crash: dict[str, Any] | None = None) -> None:
         if not self._pending:
             return
         self._pending = False
+        started = time.monotonic()
+        mine = self._rank_state()
+        ranks = [mine]
+        if paddle.distributed.get_world_size() > 1:  # every rank is here at the same step (crashes are not)
+            ranks = []
+            paddle.distributed.all_gather_object(ranks, mine)
         if not is_rank0():
             return
-        started = time.monotonic()
         network, optimizer = self.model.network, self.model._optimizer
         model_tensors = dict(network.state_dict())
         if not all(bool(paddle.isfinite(t).all()) for t in model_tensors.values() if paddle.is_floating_point(t)):
             log.error("ResumeCkpt: the model has NaN/Inf values; this state is not checkpointed.")
             return
         position = self._position
-        mid_epoch = position.step_in_epoch > 0
         state = {
             "epoch": position.epoch,
             "step_in_epoch": position.step_in_epoch,
@@ -599,11 +613,9 @@ class ResumeCkpt(paddle.callbacks.Callback):
             "interrupted": self._stopped,
             "crash": crash,
             "lr": S.lr_state(optimizer) if optimizer is not None else None,
-            "rng": S.rng_state(),
-            "epoch_rng": self._epoch_rng if mid_epoch else None,
-            "metrics": S.jsonable_metric_states(self._metrics_snapshot) if mid_epoch else None,
+            **mine,
+            "ranks": ranks[1:] if len(ranks) > 1 else None,  # rank 0's is above
             "amp_scaler": S.scaler_state(self.model),
-            "callbacks": {key: cb.state_dict() for key, cb in self._stateful.items()},
             "eval": log_values(self._eval_logs),
             "monitor": self.monitor,
             "monitor_value": self._monitor_value(),
@@ -666,7 +678,10 @@ class ResumeCkpt(paddle.callbacks.Callback):
             self.report["schedule_changed"] = schedule_note[0]
         self._restore_tensors(chosen, lr_changed=bool(schedule_note))
         S.set_scaler_state(self.model, state.get("amp_scaler"))
-        self._restore_callbacks(chosen)
+        rank = paddle.distributed.get_rank()
+        if rank > 0 and state.get("ranks") and len(state["ranks"]) >= rank:
+            state = {**state, **state["ranks"][rank - 1]}  # this rank's RNG, metrics and callback states
+        self._restore_callbacks(chosen, state.get("callbacks", {}))
         self._position = Position.from_state(state)
         self.global_step = self._position.global_step
         S.set_rng_state(state["rng"])  # again at the resumed epoch's start: loaders may draw in between
@@ -686,8 +701,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         )
         return True
 
-    def _restore_callbacks(self, chosen: CheckpointInfo) -> None:
-        saved_states = chosen.state.get("callbacks", {})
+    def _restore_callbacks(self, chosen: CheckpointInfo, saved_states: dict[str, Any]) -> None:
         callbacks_file = chosen.path / "callbacks.safetensors"
         saved_tensors = read_tensors(callbacks_file) if callbacks_file.is_file() else {}
         restored, fresh = [], []

@@ -126,13 +126,8 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.received is not None:  # asked twice: do what the process would have done without us
-            previous = self._previous.get(signal.Signals(signum), signal.SIG_DFL)
-            self.stop()
-            if callable(previous):
-                previous(signum, frame)
-            else:
-                signal.raise_signal(signum)
+        if self.received is not None:  # Paddle's launcher sends SIGTERM up to 3 times: one stop is enough
+            log.info("ResumeCkpt: %s again; already stopping", signal.Signals(signum).name)
             return
         self.received = signal.Signals(signum)
         name = self.received.name
