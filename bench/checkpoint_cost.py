@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in ("lenet5", "lenet_wide", "mlp800"):
             results[name] = measure(name, args.steps, Path(tmp))
             results[name]["rescan_ratio"] = rescan_ratio(name, Path(tmp) / f"rescan-{name}")
-    print(json.dumps(results, indent=1))
+    print(json.dumps(results))
     return 0
 
 

@@ -456,3 +456,16 @@ def test_callback_tensor_state_round_trips_exactly(tmp_path, train_data):
     _fit(_model(), train_data, ResumeCkpt(tmp_path / "run"), epochs=2, extra=[resumed])
     assert resumed.acc.dtype == paddle.float64
     assert np.array_equal(resumed.acc.numpy(), straight.acc.numpy())
+
+
+def test_checkpoint_cost_bench_measures_every_model(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("checkpoint_cost", ROOT / "bench" / "checkpoint_cost.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure("mlp800", steps=4, directory=tmp_path)
+    assert result["epoch_s"] > 0 and 0 < result["save_s"] < result["epoch_s"] and result["load_s"] > 0
+    assert bench.rescan_ratio("lenet5", tmp_path / "rescan", saves=3) > 0
