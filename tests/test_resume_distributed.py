@@ -29,7 +29,8 @@ def _assert_both_ranks_exact(out, reference, resumed_step: int, note: str) -> No
         report = H.result(mine)["report"]
         assert (report["global_step"] if report["resumed_from"] else 0) == resumed_step, f"rank {rank}"
         H.assert_no_batch_repeated(mine, resumed_step, 9)
-        H.assert_same_run(mine, theirs, f"{note}, rank {rank}")
+        # callback tensor state is stored once, from rank 0 (the library's is the same on every rank)
+        H.assert_same_run(mine, theirs, f"{note}, rank {rank}", tensor_state=rank == 0)
         assert (H.result(mine)["saved"] is not None) == (rank == 0)  # only rank 0 writes
 
 
