@@ -168,7 +168,7 @@ def assert_same_run(out: Path, ref: Path, note: str = "", tensor_state: bool = T
 
 def assert_no_batch_repeated(out: Path, resumed_step: int, total: int) -> None:
     """The re-run trained exactly the batches after the checkpoint, once each."""
-    rerun_pid = records(out)[-1]["pid"]
+    rerun_pid = result(out)["pid"]
     steps = [r["step"] for r in records(out) if r["pid"] == rerun_pid and "step" in r]
     assert steps == list(range(resumed_step + 1, total + 1)), f"re-run trained {steps} (RESUME_MATRIX_SEED={SEED})"
 

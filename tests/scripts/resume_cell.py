@@ -188,7 +188,7 @@ def main() -> None:
         json.dump({
             "total": canary.total, "here": canary.here, "evals": canary.evals,
             "digest_sum": canary.digest_sum.numpy().tolist(), "report": ckpt.report, "step": ckpt.global_step,
-            "saved": str(ckpt.last_saved) if ckpt.last_saved else None,
+            "saved": str(ckpt.last_saved) if ckpt.last_saved else None, "pid": os.getpid(),
             "evaluate": {k: np.asarray(v).tolist() for k, v in evaluation.items()}, "fit_seconds": fit_seconds,
         }, fh)  # fmt: skip
 
