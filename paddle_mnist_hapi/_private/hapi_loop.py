@@ -243,3 +243,63 @@ def guard_epochs(model: paddle.Model, on_error: Callable[[BaseException], None])
             del model._run_one_epoch
 
     return undo
+
+
+def watch_updates(optimizer: Any, on_update: Callable[[], None]) -> Callable[[], None]:
+    """Call ``on_update()`` each time the optimizer is about to change the weights; return an undo."""
+    if optimizer is None:
+        return lambda: None
+    wrapped = []
+    for name in ("step", "minimize"):  # hapi calls minimize (or the AMP scaler calls step)
+        original = getattr(optimizer, name, None)
+        if original is None:
+            continue
+
+        def updating(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            on_update()
+            return _original(*args, **kwargs)
+
+        setattr(optimizer, name, updating)
+        wrapped.append(name)
+
+    def undo() -> None:
+        for name in wrapped:
+            optimizer.__dict__.pop(name, None)
+
+    return undo
+
+
+def number_batches(
+    callback_list: Any, offset: Callable[[], int], after_train_batch: Callable[[], None]
+) -> Callable[[], None]:
+    """Add ``offset()`` to the ``step`` hapi hands callbacks for training batches, and call
+    ``after_train_batch()`` once every callback has finished one; return an undo.
+
+    hapi numbers batches by ``enumerate`` over what the loader yields, so after a
+    resume skipped ``k`` batches it would call batch ``k`` step 0.
+    """
+    on_begin, on_end = callback_list.on_batch_begin, callback_list.on_batch_end
+
+    def numbered(mode: str, step: int | None, logs: dict[str, Any] | None) -> int | None:
+        shift = offset() if mode == "train" else 0
+        if shift and step is not None:
+            step += shift
+            if logs is not None and "step" in logs:
+                logs["step"] = step
+        return step
+
+    def on_batch_begin(mode: str, step: int | None = None, logs: dict[str, Any] | None = None) -> None:
+        on_begin(mode, numbered(mode, step, logs), logs)
+
+    def on_batch_end(mode: str, step: int | None = None, logs: dict[str, Any] | None = None) -> None:
+        on_end(mode, numbered(mode, step, logs), logs)
+        if mode == "train":
+            after_train_batch()
+
+    callback_list.on_batch_begin, callback_list.on_batch_end = on_batch_begin, on_batch_end
+
+    def undo() -> None:
+        for name in ("on_batch_begin", "on_batch_end"):
+            callback_list.__dict__.pop(name, None)
+
+    return undo

@@ -58,62 +58,13 @@ from paddle_mnist_hapi.checkpoint import retention
 from paddle_mnist_hapi.checkpoint import state as S
 from paddle_mnist_hapi.checkpoint.position import STOP_BY_CALLBACK, Position
 from paddle_mnist_hapi.checkpoint.preemption import StopRequest, agree, parse_max_time, parse_signals
+from paddle_mnist_hapi.checkpoint.restore import latest_valid, load_network, load_weights
 from paddle_mnist_hapi.checkpoint.store import CheckpointInfo, CheckpointStore, read_tensors
 from paddle_mnist_hapi.errors import CheckpointError, CheckpointMismatchError, ConfigError
 
 __all__ = ["ResumeCkpt", "load_weights"]
 
 log = logging.getLogger(__name__)
-
-
-def _latest_valid(path: Path) -> CheckpointInfo:
-    if path.name.startswith("ckpt-"):
-        return CheckpointStore(path.parent).require(path)
-    info = next((i for i in CheckpointStore(path).scan() if i.valid), None)
-    if info is None:
-        raise CheckpointError(
-            f"No valid checkpoint in {path}. Expected ckpt-* directories written by ResumeCkpt. "
-            f"Received: checkpoint={str(path)!r}"
-        )
-    return info
-
-
-def load_weights(
-    target: paddle.Model | paddle.nn.Layer, checkpoint: str | os.PathLike[str], *, strict: bool = True
-) -> list[str]:
-    """Load a checkpoint's model weights (e.g. the best one, for evaluation or export).
-
-    Args:
-        target (paddle.Model|paddle.nn.Layer): the model to load into.
-        checkpoint (str|PathLike): a ``ckpt-*`` directory, or a run directory
-            (then its newest valid checkpoint).
-        strict (bool, optional): refuse any name or shape mismatch. When False,
-            load what fits and return the names that were skipped. Default: True.
-
-    Raises:
-        CheckpointError: no valid checkpoint there.
-        CheckpointMismatchError: ``strict`` and the weights do not fit the model.
-    """
-    info = _latest_valid(Path(checkpoint))
-    network = target.network if isinstance(target, paddle.Model) else target
-    return _load_network(network, read_tensors(info.path / "model.safetensors"), strict=strict)
-
-
-def _load_network(network: paddle.nn.Layer, saved: dict[str, Any], *, strict: bool) -> list[str]:
-    current = network.state_dict()
-    bad = [k for k in current if k not in saved or list(saved[k].shape) != list(current[k].shape)]
-    bad += [k for k in saved if k not in current]
-    if bad and strict:
-        raise CheckpointMismatchError(
-            f"The checkpoint's weights do not fit this model: {len(bad)} tensors differ in name or shape "
-            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). Build the model the checkpoint was "
-            "written with, or start a new run from what fits: ResumeCkpt(new_dir, init_from=...) / strict=False."
-        )
-    fitting = {k: v for k, v in saved.items() if k in current and list(v.shape) == list(current[k].shape)}
-    if not fitting:
-        raise CheckpointMismatchError("No tensor of the checkpoint fits this model. Build the matching model.")
-    network.set_state_dict(fitting)
-    return sorted(set(bad))
 
 
 def _best_rule(monitor: str, mode: str, min_delta: float) -> MonitorCallback:
@@ -427,7 +378,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self._set_workers(on=False)
         self._undo.append(lambda: self._set_workers(on=True))
         self._undo.append(hapi_loop.guard_epochs(self.model, self._on_error))
-        self._undo.append(self._watch_updates())
+        self._undo.append(hapi_loop.watch_updates(self.model._optimizer, self._on_update))
+        self._undo.append(hapi_loop.number_batches(loop.callbacks, lambda: self._step_offset, self._after_train_batch))
         self._watch_stop = not self._finished and bool(self._stop_request.signals or self._stop_request.max_time)
         if self._watch_stop:
             self._stop_request.start()
@@ -443,52 +395,12 @@ class ResumeCkpt(paddle.callbacks.Callback):
             elif on and id(loader) in self._workers:
                 hapi_loop.set_workers(loader, self._workers.pop(id(loader)))
 
-    def _watch_updates(self) -> Callable[[], None]:
-        """Mark the state inconsistent once the optimizer updates (until this batch is counted)."""
-        optimizer = self.model._optimizer
-        if optimizer is None:
-            return lambda: None
-        wrapped = []
-        for name in ("step", "minimize"):
-            original = getattr(optimizer, name, None)
-            if original is None:
-                continue
+    def _on_update(self) -> None:
+        self._consistent = False  # the optimizer is changing the weights: not a state to checkpoint
 
-            def updating(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-                self._consistent = False
-                return _original(*args, **kwargs)
-
-            setattr(optimizer, name, updating)
-            wrapped.append(name)
-        self._undo.append(self._watch_batch_end())
-        return lambda: [optimizer.__dict__.pop(name, None) for name in wrapped] and None
-
-    def _watch_batch_end(self) -> Callable[[], None]:
-        """Number a resumed epoch's batches from where it is, and mark the state consistent after each batch.
-
-        hapi numbers batches by ``enumerate`` over what the loader yields, so after
-        skipping ``k`` batches it would hand callbacks ``step`` 0 for batch ``k``.
-        """
-        callback_list = self._loop.callbacks
-        on_begin, on_end = callback_list.on_batch_begin, callback_list.on_batch_end
-
-        def numbered(mode: str, step: int | None, logs: dict[str, Any] | None) -> int | None:
-            if mode == "train" and self._step_offset and step is not None:
-                step += self._step_offset
-                if logs is not None and "step" in logs:
-                    logs["step"] = step
-            return step
-
-        def on_batch_begin(mode: str, step: int | None = None, logs: dict[str, Any] | None = None) -> None:
-            on_begin(mode, numbered(mode, step, logs), logs)
-
-        def on_batch_end(mode: str, step: int | None = None, logs: dict[str, Any] | None = None) -> None:
-            on_end(mode, numbered(mode, step, logs), logs)
-            if mode == "train" and not self._muted:
-                self._consistent = True
-
-        callback_list.on_batch_begin, callback_list.on_batch_end = on_batch_begin, on_batch_end
-        return lambda: [callback_list.__dict__.pop(name, None) for name in ("on_batch_begin", "on_batch_end")] and None
+    def _after_train_batch(self) -> None:
+        if not self._muted:
+            self._consistent = True  # every callback has finished the batch
 
     def _cleanup(self) -> None:
         while self._undo:
@@ -558,8 +470,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
         return False
 
     def _load_init_weights(self) -> None:
-        info = _latest_valid(self.init_from)
-        skipped = _load_network(self.model.network, read_tensors(info.path / "model.safetensors"), strict=False)
+        info = latest_valid(self.init_from)
+        skipped = load_network(self.model.network, read_tensors(info.path / "model.safetensors"), strict=False)
         self.report.update(init_from=str(info.path), weights_skipped=skipped)
         log.info("ResumeCkpt: new run in %s, starting from the weights of %s (skipped: %s)",
                  self.save_dir, info.path, skipped or "none")  # fmt: skip
@@ -637,7 +549,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
 
     def _restore_tensors(self, info: CheckpointInfo, lr_changed: bool = False) -> None:
         network, optimizer = self.model.network, self.model._optimizer
-        _load_network(network, read_tensors(info.path / "model.safetensors"), strict=True)
+        load_network(network, read_tensors(info.path / "model.safetensors"), strict=True)
         if optimizer is not None:
             optimizer_file = info.path / "optimizer.safetensors"
             saved = read_tensors(optimizer_file) if optimizer_file.is_file() else {}
