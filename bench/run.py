@@ -114,6 +114,9 @@ def measure(quick: bool) -> dict[str, Any]:
         results["ckpt_fraction_of_epoch"] = (ckpt["save_s"] + ckpt["load_s"]) / results["library_epoch_s"]
     else:
         results["ckpt_fraction_of_epoch"] = None
+    # ResumeCkpt per model size (LeNet-5, lenet_wide, an MLP with 10x LeNet-5's parameters): save / epoch
+    by_model = _run("checkpoint_cost.py", "--steps", str(30 if quick else 100)) or {}
+    results["ckpt_save_fraction_by_model"] = {name: r["save_s"] / r["epoch_s"] for name, r in by_model.items()}
 
     to99 = None if quick else _run("workloads.py", "to99")
     results["seconds_to_99"] = to99["seconds_to_99"] if to99 else None
@@ -201,6 +204,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"| library path / PyTorch loop (images/s) | {_fmt(r.get('library_vs_torch'), 2, '×')} |",
         f"| callbacks all on / all off (seconds) | {_fmt(r.get('callback_overhead_ratio'), 2, '×')} |",
         f"| `ResumeCkpt` save + load per epoch / epoch time | {_fmt(r.get('ckpt_fraction_of_epoch'), 4)} |",
+        "| `ResumeCkpt` save / epoch: LeNet-5, lenet_wide, 10x-LeNet-5 MLP | "
+        + " / ".join(_fmt(v, 4) for v in (r.get("ckpt_save_fraction_by_model") or {}).values())
+        + " |",
         f"| default recipe: seconds to 99% test top-1 | {_fmt(r.get('seconds_to_99'), 0, ' s')} |",
         f"| exported model (`paddle.inference`), batch 1: p50 / p99 | {_fmt(r.get('infer_b1_p50_ms'), 3)} / "
         f"{_fmt(r.get('infer_b1_p99_ms'), 3)} ms |",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 
 import numpy as np
 import paddle
@@ -129,19 +130,34 @@ def test_mismatched_batch_size_is_refused_and_nothing_is_lost(tmp_path, train_da
 
 def test_mismatched_model_names_the_parameters(tmp_path, train_data):
     _fit(_model("lenet5"), train_data, ResumeCkpt(tmp_path), epochs=1)
-    with pytest.raises(CheckpointMismatchError, match=r"network: checkpoint LeNet5, now MnistCNN.*weights_only=True"):
+    with pytest.raises(CheckpointMismatchError, match=r"network: checkpoint LeNet5, now MnistCNN.*init_from="):
         _fit(_model("mnist_cnn"), train_data, ResumeCkpt(tmp_path), epochs=2)
 
 
-def test_weights_only_loads_what_fits_and_trains_from_the_start(tmp_path, train_data):
-    saved = _fit(_model(lr=0.01), train_data, ResumeCkpt(tmp_path), epochs=1)
-    model = _model(lr=0.001)  # other schedule: a full resume would be refused
-    ckpt = ResumeCkpt(tmp_path, weights_only=True)
+def test_init_from_starts_a_separate_run_that_a_rerun_continues(tmp_path, train_data):
+    old_dir, new_dir = tmp_path / "pretrain", tmp_path / "finetune"
+    saved = _fit(_model(lr=0.01), train_data, ResumeCkpt(old_dir), epochs=2)
+    old_files = {p: p.read_bytes() for p in old_dir.rglob("*") if p.is_file()}
+    model = _model(lr=0.001)  # another schedule: a new run, not a resume
+    ckpt = ResumeCkpt(new_dir, init_from=old_dir, keep_last=1)
     model.fit(train_data, batch_size=64, epochs=1, verbose=0, num_iters=1, callbacks=[ckpt])
-    assert ckpt.report["weights_only"] is True and ckpt.report["start_epoch"] == 0
+    assert ckpt.report["init_from"].endswith("ckpt-000000008") and ckpt.report["resumed_from"] is None
     # one step at a small lr from the loaded weights stays close to them; a fresh init would not
     now = model.network.state_dict()
     assert max(float(np.abs(now[k].numpy() - saved[k]).max()) for k in saved) < 0.05
+    assert [p.name for p in new_dir.glob("ckpt-*")] == ["ckpt-000000001"]  # its own step counter, its own dir
+    # the re-run of the fine-tuning script continues the fine-tuning run, not the old one
+    again = ResumeCkpt(new_dir, init_from=old_dir, keep_last=1)
+    _fit(_model(lr=0.001), train_data, again, epochs=1)
+    assert again.report["resumed_from"].endswith("ckpt-000000001") and "init_from" not in again.report
+    assert [p.name for p in new_dir.glob("ckpt-*")] == ["ckpt-000000004"]
+    assert {p: p.read_bytes() for p in old_dir.rglob("*") if p.is_file()} == old_files  # the old run untouched
+
+
+def test_init_from_inside_save_dir_is_refused(tmp_path, train_data):
+    _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=1)
+    with pytest.raises(ConfigError, match="outside this run's save_dir"):
+        _fit(_model(), train_data, ResumeCkpt(tmp_path, init_from=tmp_path), epochs=1)
 
 
 def test_finished_run_trains_no_more_but_other_callbacks_see_begin_and_end(tmp_path, train_data):
@@ -266,3 +282,190 @@ def test_resume_false_never_overwrites_an_existing_run(tmp_path, train_data):
     with pytest.raises(CheckpointError, match=r"already holds checkpoints.*Received: save_dir="):
         _fit(_model(), train_data, ResumeCkpt(tmp_path, resume=False), epochs=1)
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before
+
+
+# ---------------------------------------------------------------- the paths of issue #10, in one process
+class _Stream(paddle.io.IterableDataset):
+    def __iter__(self):
+        data = MNIST("train", limit=64)
+        for i in range(len(data)):
+            yield data[i]
+
+
+def _generator():
+    data = MNIST("train", limit=64)
+    for start in range(0, 64, 32):
+        batch = [data[i] for i in range(start, start + 32)]
+        yield [np.stack([image for image, _ in batch]), np.stack([label for _, label in batch])]
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: paddle.io.DataLoader(_Stream(), batch_size=32), "IterableDataset"),
+        (lambda: _generator(), "a generator or a plain iterable cannot be replayed"),
+        (
+            lambda: paddle.io.DataLoader(
+                MNIST("train", limit=64),
+                batch_sampler=paddle.io.BatchSampler(
+                    sampler=paddle.io.RandomSampler(MNIST("train", limit=64), generator=iter(range(64))),
+                    batch_size=32,
+                ),
+            ),
+            "its own `generator`",
+        ),
+    ],
+)
+def test_data_whose_order_cannot_be_replayed_is_refused_at_the_start(tmp_path, make, match):
+    model, seen = _model(), []
+
+    class Spy(paddle.callbacks.Callback):
+        def on_train_batch_begin(self, step, logs=None):
+            seen.append(step)
+
+    with pytest.raises(ConfigError, match=match) as error:
+        model.fit(make(), epochs=1, verbose=0, callbacks=[ResumeCkpt(tmp_path), Spy()])
+    assert "Received:" in str(error.value) and seen == []  # nothing trained
+    assert "train_loader" not in model.__dict__ and "_run_one_epoch" not in model.__dict__
+
+
+def test_num_iters_is_the_runs_total_and_a_rerun_with_epochs_continues_mid_epoch(tmp_path, train_data):
+    paddle.seed(0)
+    reference = _fit(_model(), train_data, ResumeCkpt(tmp_path / "ref"), epochs=2)
+    paddle.seed(0)
+    model, ckpt = _model(), ResumeCkpt(tmp_path / "run")
+    model.fit(train_data, batch_size=64, epochs=2, num_iters=3, verbose=0, callbacks=[ckpt])
+    state = json.loads((tmp_path / "run" / "ckpt-000000003" / "state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"], state["stop"]) == (0, 3, None)  # not a completed epoch
+    again = ResumeCkpt(tmp_path / "run")
+    _model().fit(train_data, batch_size=64, epochs=2, num_iters=3, verbose=0, callbacks=[again])
+    assert again.report["finished"] is True  # the same script again: its 3 batches are done
+    counter, rest = Counter(), ResumeCkpt(tmp_path / "run")
+    resumed = _fit(_model(), train_data, rest, epochs=2, extra=[counter])
+    assert rest.report["start_step"] == 3 and counter.batches == 8 - 3 + 0 and rest.global_step == 8
+    assert _equal(resumed, reference)
+
+
+def test_a_callback_stopping_mid_epoch_is_recorded_mid_epoch_and_ends_the_run(tmp_path, train_data):
+    class StopAt(paddle.callbacks.Callback):  # what NaNGuard does
+        def on_train_batch_end(self, step, logs=None):
+            if step == 2:
+                self.model.stop_training, self.model.num_iters = True, 1
+
+    ckpt = ResumeCkpt(tmp_path)
+    _fit(_model(), train_data, ckpt, epochs=3, extra=[StopAt()])
+    state = json.loads((tmp_path / "ckpt-000000003" / "state.json").read_text())
+    assert (state["epoch"], state["step_in_epoch"], state["stop"]) == (0, 3, "callback")
+    again = ResumeCkpt(tmp_path)
+    _fit(_model(), train_data, again, epochs=5)
+    assert again.report["finished"] is True and again.global_step == 3
+
+
+def test_mid_epoch_checkpoint_keeps_the_running_metrics_with_their_dtypes(tmp_path, train_data):
+    _fit(_model(), train_data, ResumeCkpt(tmp_path, every_n_steps=3, keep_last=5), epochs=1)
+    (metrics,) = json.loads((tmp_path / "ckpt-000000003" / "state.json").read_text())["metrics"]
+    assert metrics["count"] == [{"__scalar__": 192, "dtype": "int64"}]
+    assert metrics["total"][0]["dtype"] == "float32"
+
+
+def test_accumulation_moves_mid_epoch_checkpoints_to_the_next_update(tmp_path):
+    data = MNIST("train", limit=448)  # 7 batches an epoch: the last update group has one batch
+    ckpt = ResumeCkpt(tmp_path, every_n_steps=3, keep_last=10)
+    _model().fit(data, batch_size=64, epochs=2, accumulate_grad_batches=2, verbose=0, callbacks=[ckpt])
+    steps = sorted(int(p.name[5:]) for p in tmp_path.glob("ckpt-*"))
+    # wanted at 3, 6, 9, 12; written at the update that follows (batch 4 and 6 of epoch 1, 2 and 6 of
+    # epoch 2: global 4, 6, 9, 13); epoch ends at 7 and 14
+    assert steps == [4, 6, 7, 9, 13, 14]
+    assert all(json.loads((tmp_path / f"ckpt-{s:09d}" / "state.json").read_text())["step_in_epoch"] % 2 == 0
+               for s in (4, 6, 9, 13))  # fmt: skip
+
+
+def test_a_second_fit_in_the_same_process_continues_to_the_new_total(tmp_path, train_data):
+    paddle.seed(0)
+    reference = _fit(_model(), train_data, ResumeCkpt(tmp_path / "ref"), epochs=3)
+    paddle.seed(0)
+    model, counter = _model(), Counter()
+    ckpt = ResumeCkpt(tmp_path / "run")
+    _fit(model, train_data, ckpt, epochs=2, extra=[counter])
+    continued = _fit(model, train_data, ckpt, epochs=3, extra=[counter])  # epochs is the run's total
+    assert ckpt.report["start_epoch"] == 2 and counter.batches == 12
+    assert _equal(continued, reference)
+
+
+def test_monitor_takes_mode_and_min_delta(tmp_path, train_data, eval_data):
+    with pytest.raises(ConfigError, match="mode"):
+        ResumeCkpt(tmp_path, monitor="score")
+    ckpt = ResumeCkpt(tmp_path, monitor="score", mode="max", min_delta=1.0, keep_last=1, keep_best=1)
+    assert ckpt.monitor_mode == "max"
+    # with a min_delta larger than any change, the first evaluated checkpoint stays the best
+    ckpt = ResumeCkpt(tmp_path, monitor="acc", min_delta=1.0, keep_last=1)
+    _fit(_model(), train_data, ckpt, epochs=3, eval_data=eval_data)
+    assert ckpt.best_path().name == "ckpt-000000004"
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == ["ckpt-000000004", "ckpt-000000012"]
+
+
+def test_no_argument_uses_fits_save_dir_or_the_default_run_dir(tmp_path, train_data, monkeypatch, caplog):
+    with caplog.at_level(logging.INFO):
+        ckpt = ResumeCkpt()
+        _model().fit(train_data, batch_size=64, epochs=1, verbose=0, save_dir=str(tmp_path / "fit"), callbacks=[ckpt])
+    assert ckpt.save_dir == tmp_path / "fit" / "checkpoints" and list(ckpt.save_dir.glob("ckpt-*"))
+    assert f"checkpoints go to {tmp_path / 'fit' / 'checkpoints'}" in caplog.text
+    monkeypatch.chdir(tmp_path)
+    ckpt = ResumeCkpt()
+    _fit(_model(), train_data, ckpt, epochs=1)
+    assert ckpt.save_dir.parts[0] == "runs" and ckpt.save_dir.name == "checkpoints"
+    assert list((tmp_path / ckpt.save_dir).glob("ckpt-*"))
+
+
+def test_progress_bar_counts_from_the_batch_the_resumed_epoch_is_at(tmp_path, train_data):
+    _fit(_model(), train_data, ResumeCkpt(tmp_path, every_n_steps=6), epochs=2)  # ckpt at step 6: epoch 1, batch 2
+    shutil.rmtree(tmp_path / "ckpt-000000008")
+    seen = []
+
+    class Bar(paddle.callbacks.ProgBarLogger):
+        def on_train_batch_end(self, step, logs=None):
+            super().on_train_batch_end(step, logs)
+            seen.append(self.train_step)
+
+    model = _model()
+    model.fit(train_data, batch_size=64, epochs=2, verbose=0, callbacks=[Bar(verbose=0), ResumeCkpt(tmp_path)])
+    assert seen == [3, 4]  # batches 3 and 4 of 4, not 1 and 2
+
+
+def test_callback_tensor_state_round_trips_exactly(tmp_path, train_data):
+    class Tensors(StatefulCallback):
+        def reset_state(self):
+            self.acc = paddle.zeros([3], dtype="float64")
+
+        def on_train_batch_end(self, step, logs=None):
+            self.acc = self.acc + paddle.to_tensor([logs["loss"][0], 1.0 / 3, step], dtype="float64")
+
+        def state_tensors(self):
+            return {"acc": self.acc}
+
+        def load_state_tensors(self, tensors):
+            self.acc = tensors["acc"]
+
+    straight = Tensors()
+    paddle.seed(0)
+    _fit(_model(), train_data, ResumeCkpt(tmp_path / "ref"), epochs=2, extra=[straight])
+    paddle.seed(0)
+    _fit(_model(), train_data, ResumeCkpt(tmp_path / "run", every_n_steps=3), epochs=1, extra=[Tensors()])
+    shutil.rmtree(tmp_path / "run" / "ckpt-000000004")  # resume mid-epoch 0, from step 3
+    resumed = Tensors()
+    _fit(_model(), train_data, ResumeCkpt(tmp_path / "run"), epochs=2, extra=[resumed])
+    assert resumed.acc.dtype == paddle.float64
+    assert np.array_equal(resumed.acc.numpy(), straight.acc.numpy())
+
+
+def test_checkpoint_cost_bench_measures_every_model(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("checkpoint_cost", ROOT / "bench" / "checkpoint_cost.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure("mlp800", steps=4, directory=tmp_path)
+    assert result["epoch_s"] > 0 and 0 < result["save_s"] < result["epoch_s"] and result["load_s"] > 0
+    assert bench.rescan_ratio("lenet5", tmp_path / "rescan", saves=3) > 0

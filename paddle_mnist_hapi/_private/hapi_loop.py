@@ -22,7 +22,7 @@ from typing import Any
 
 import paddle
 
-from paddle_mnist_hapi.errors import CheckpointError
+from paddle_mnist_hapi.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ class FitLoop:
     train_loader: Any
     eval_loader: Any
     callbacks: Any  # hapi's CallbackList
-    epochs: int
+    epochs: int  # what the loop runs: ``fit``'s epochs, or ``num_iters // steps + 1`` with num_iters
     eval_freq: int
+    num_iters: int | None  # ``fit(num_iters=...)`` as the user passed it
 
 
 def find_fit_loop() -> FitLoop:
@@ -51,13 +52,17 @@ def find_fit_loop() -> FitLoop:
             "found. Pass it as model.fit(..., callbacks=[ResumeCkpt(...)])."
         )
     names = frame.f_locals
-    missing = [n for n in ("train_loader", "eval_loader", "cbks", "epochs", "eval_freq") if n not in names]
+    wanted = ("train_loader", "eval_loader", "cbks", "epochs", "eval_freq", "num_iters")
+    missing = [n for n in wanted if n not in names]
     if missing:
         raise CheckpointError(
             f"This Paddle version's fit loop has no {', '.join(missing)}; ResumeCkpt supports "
             f"paddlepaddle 3.3.x. Installed: {paddle.__version__}."
         )
-    return FitLoop(names["train_loader"], names["eval_loader"], names["cbks"], names["epochs"], names["eval_freq"])
+    return FitLoop(
+        names["train_loader"], names["eval_loader"], names["cbks"], names["epochs"], names["eval_freq"],
+        names["num_iters"],
+    )  # fmt: skip
 
 
 DEFAULT_RUNS_ROOT = "runs"
@@ -88,39 +93,87 @@ def default_run_dir() -> Path:
 def batch_sampler_of(loader: Any) -> Any | None:
     """The batch sampler a loader iterates (``paddle.io.DataLoader`` or ``InMemoryLoader``), or None."""
     sampler = getattr(loader, "batch_sampler", None)
-    if isinstance(sampler, ResumableSampler):
+    if isinstance(sampler, EpochSampler):
         return sampler.inner
     return sampler
 
 
-class ResumableSampler:
-    """Wraps a loader's batch sampler for one epoch: sets the shuffle epoch and
-    skips the batches a checkpoint already covers.
+def replayable_sampler(loader: Any) -> Any:
+    """The batch sampler of ``fit``'s train data, after checking that its order can be replayed.
 
-    ``before`` runs just before the inner sampler starts (so RNG-seeded
-    samplers draw the same permutation as in the original run) and ``after_skip``
-    right after the skipped batches were drawn.
+    Raises:
+        ConfigError: a generator, an ``IterableDataset`` or a sampler whose order
+            comes from a private random generator; the message says what to pass instead.
+    """
+    what = "ResumeCkpt replays the order of the training data, so it needs"
+    instead = (
+        "Pass a paddle.io.Dataset (fit shuffles it), a paddle.io.DataLoader over a map-style Dataset, or an "
+        "InMemoryLoader."
+    )
+    if loader is None or not hasattr(loader, "batch_sampler"):
+        raise ConfigError(
+            f"{what} a loader with a `batch_sampler`; a generator or a plain iterable cannot be replayed. "
+            f"{instead} Received: train_data of type {type(loader).__name__}"
+        )
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(dataset, paddle.io.IterableDataset) or getattr(loader, "dataset_kind", None) == 1:
+        raise ConfigError(
+            f"{what} a map-style data set (indexable, with a length); an IterableDataset streams its samples "
+            f"in an order no sampler controls. {instead} Received: {type(dataset).__name__} (an IterableDataset)"
+        )
+    sampler = batch_sampler_of(loader)
+    if sampler is None or not hasattr(sampler, "__len__"):
+        raise ConfigError(
+            f"{what} a batch sampler with a length. {instead} Received: batch_sampler="
+            f"{type(sampler).__name__}, batch_size={getattr(loader, 'batch_size', None)!r}"
+        )
+    inner = getattr(sampler, "sampler", None)
+    if getattr(inner, "generator", None) is not None:
+        raise ConfigError(
+            f"{what} an order drawn from the global RNGs it saves (numpy's, Paddle's) or from the sampler's "
+            "epoch; this sampler draws from its own `generator`, which a checkpoint cannot capture. Use "
+            f"RandomSampler without `generator` (or shuffle=True). Received: {type(inner).__name__}(generator=...)"
+        )
+    return sampler
+
+
+class EpochSampler:
+    """Stands in for a loader's batch sampler during one ``fit``; what it yields is set per epoch.
+
+    ``configure`` picks, before each epoch, the shuffle epoch (``set_epoch``), how
+    many batches to skip (already covered by a checkpoint) or that the epoch is
+    empty (done before a resume). ``before`` runs just before the order is drawn
+    (to set the RNG it is drawn from), ``after_skip`` right after the skipped
+    batches were drawn. One instance serves the whole ``fit``, so a persistent
+    worker iterator, which keeps the sampler it first saw, sees every change.
+    Its length is the number of batches still to come, so hapi's "last batch of
+    the epoch" (the final update of ``accumulate_grad_batches``) holds.
     """
 
-    def __init__(
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.configure(None)
+
+    def configure(
         self,
-        inner: Any,
-        epoch: int,
+        epoch: int | None,
         skip: int = 0,
+        *,
+        empty: bool = False,
         before: Callable[[], None] | None = None,
         after_skip: Callable[[], None] | None = None,
-        empty: bool = False,
     ) -> None:
-        self.inner, self.epoch, self.skip, self.empty = inner, epoch, skip, empty
+        """Set what the next ``iter()`` yields; ``epoch=None`` leaves the inner sampler's epoch alone."""
+        self.epoch, self.skip, self.empty = epoch, skip, empty
         self._before, self._after_skip = before, after_skip
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return 0 if self.empty else len(self.inner) - self.skip
 
     def __iter__(self) -> Iterator[Any]:
         if self.empty:
             return
-        if hasattr(self.inner, "set_epoch"):
+        if self.epoch is not None and hasattr(self.inner, "set_epoch"):
             self.inner.set_epoch(self.epoch)
         if self._before is not None:
             self._before()
@@ -135,13 +188,118 @@ class ResumableSampler:
         return getattr(self.inner, name)
 
 
-def install(loader: Any, sampler: ResumableSampler) -> None:
-    """Make ``loader`` iterate ``sampler`` from its next ``iter()`` on."""
+def install(loader: Any, sampler: EpochSampler) -> None:
+    """Make ``loader`` (and a persistent worker iterator it already has) iterate ``sampler``."""
     loader.batch_sampler = sampler
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_batch_sampler"):
+        iterator._batch_sampler = sampler
 
 
 def uninstall(loader: Any) -> None:
     """Put back the loader's own batch sampler."""
     sampler = getattr(loader, "batch_sampler", None)
-    if isinstance(sampler, ResumableSampler):
-        loader.batch_sampler = sampler.inner
+    if isinstance(sampler, EpochSampler):
+        install(loader, sampler.inner)
+
+
+def set_workers(loader: Any, num_workers: int | None) -> int | None:
+    """Set a ``DataLoader``'s ``num_workers`` (None: leave it); return the previous value.
+
+    Epochs done before a resume iterate nothing; with no workers they start no processes.
+    """
+    previous = getattr(loader, "num_workers", None)
+    if num_workers is not None and previous is not None:
+        loader.num_workers = num_workers
+    return previous
+
+
+def show_position(callbacks: Any, step_in_epoch: int) -> None:
+    """Make hapi's progress bar count the epoch's batches from ``step_in_epoch`` (after a mid-epoch resume)."""
+    for callback in callbacks:
+        if isinstance(callback, paddle.callbacks.ProgBarLogger):
+            callback.train_step = step_in_epoch
+
+
+def guard_epochs(model: paddle.Model, on_error: Callable[[BaseException], None]) -> Callable[[], None]:
+    """Call ``on_error(exc)`` when a training or evaluation epoch of ``model.fit`` raises; return an undo.
+
+    hapi calls no callback on an exception; its per-epoch runner is the one
+    place every batch, data-loading step and batch callback goes through.
+    """
+    original = model._run_one_epoch
+
+    def run_one_epoch(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(*args, **kwargs)
+        except BaseException as exc:
+            on_error(exc)
+            raise
+
+    model._run_one_epoch = run_one_epoch
+
+    def undo() -> None:
+        if model.__dict__.get("_run_one_epoch") is run_one_epoch:
+            del model._run_one_epoch
+
+    return undo
+
+
+def watch_updates(optimizer: Any, on_update: Callable[[], None]) -> Callable[[], None]:
+    """Call ``on_update()`` each time the optimizer is about to change the weights; return an undo."""
+    if optimizer is None:
+        return lambda: None
+    wrapped = []
+    for name in ("step", "minimize"):  # hapi calls minimize (or the AMP scaler calls step)
+        original = getattr(optimizer, name, None)
+        if original is None:
+            continue
+
+        def updating(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            on_update()
+            return _original(*args, **kwargs)
+
+        setattr(optimizer, name, updating)
+        wrapped.append(name)
+
+    def undo() -> None:
+        for name in wrapped:
+            optimizer.__dict__.pop(name, None)
+
+    return undo
+
+
+def number_batches(
+    callback_list: Any, offset: Callable[[], int], after_train_batch: Callable[[], None]
+) -> Callable[[], None]:
+    """Add ``offset()`` to the ``step`` hapi hands callbacks for training batches, and call
+    ``after_train_batch()`` once every callback has finished one; return an undo.
+
+    hapi numbers batches by ``enumerate`` over what the loader yields, so after a
+    resume skipped ``k`` batches it would call batch ``k`` step 0.
+    """
+    on_begin, on_end = callback_list.on_batch_begin, callback_list.on_batch_end
+
+    def numbered(mode: str, step: int | None, logs: dict[str, Any] | None) -> int | None:
+        shift = offset() if mode == "train" else 0
+        if shift and step is not None:
+            step += shift
+            if logs is not None and "step" in logs:
+                logs["step"] = step
+        return step
+
+    def on_batch_begin(mode: str, step: int | None = None, logs: dict[str, Any] | None = None) -> None:
+        on_begin(mode, numbered(mode, step, logs), logs)
+
+    def on_batch_end(mode: str, step: int | None = None, logs: dict[str, Any] | None = None) -> None:
+        on_end(mode, numbered(mode, step, logs), logs)
+        if mode == "train":
+            after_train_batch()
+
+    callback_list.on_batch_begin, callback_list.on_batch_end = on_batch_begin, on_batch_end
+
+    def undo() -> None:
+        for name in ("on_batch_begin", "on_batch_end"):
+            callback_list.__dict__.pop(name, None)
+
+    return undo

@@ -2,15 +2,25 @@
 
 One line in the user's script::
 
-    model.fit(train_data, eval_data, epochs=10, batch_size=64,
-              callbacks=[callbacks.ResumeCkpt(save_dir="runs/lenet")])
+    model.fit(train_data, eval_data, epochs=10, batch_size=64, callbacks=[callbacks.ResumeCkpt()])
 
 Run the same script again after it was killed and it continues from the
 newest complete checkpoint, as if it had never stopped; run it after it
-finished and it trains no more and says so. A checkpoint restores the model,
-the optimizer (by parameter structure, so a model rebuilt in the same process
+finished and it trains no more and says so; run it with a larger ``epochs``
+and it trains the extra epochs. A checkpoint restores the model, the
+optimizer (by parameter structure, so a model rebuilt in the same process
 works), the LR schedule, epoch and step, the data order, every RNG, hapi's
 running metrics, the AMP scaler and the state of every ``StatefulCallback``.
+On SIGTERM (a preemption) it checkpoints after the current optimizer step
+and stops; with ``max_time`` it stops before the time budget runs out; when
+``fit`` raises, it checkpoints the last consistent state first.
+
+The pieces live apart: the run directory (:mod:`paddle_mnist_hapi.checkpoint.store`),
+what to keep (:mod:`~paddle_mnist_hapi.checkpoint.retention`), the training
+position (:mod:`~paddle_mnist_hapi.checkpoint.position`), preemption
+(:mod:`~paddle_mnist_hapi.checkpoint.preemption`), state capture
+(:mod:`~paddle_mnist_hapi.checkpoint.state`) and hapi's loop
+(:mod:`paddle_mnist_hapi._private.hapi_loop`). This class wires them to hapi's hooks.
 
 Examples:
     >>> import tempfile, paddle
@@ -33,6 +43,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,8 +53,12 @@ import paddle
 from paddle_mnist_hapi._private import hapi_loop
 from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import is_rank0, log_values, scalar, stateful_callbacks
-from paddle_mnist_hapi.callbacks.monitor import infer_mode
+from paddle_mnist_hapi.callbacks.monitor import MonitorCallback, infer_mode
+from paddle_mnist_hapi.checkpoint import retention
 from paddle_mnist_hapi.checkpoint import state as S
+from paddle_mnist_hapi.checkpoint.position import STOP_BY_CALLBACK, Position
+from paddle_mnist_hapi.checkpoint.preemption import StopRequest, agree, parse_max_time, parse_signals
+from paddle_mnist_hapi.checkpoint.restore import latest_valid, load_network, load_weights
 from paddle_mnist_hapi.checkpoint.store import CheckpointInfo, CheckpointStore, read_tensors
 from paddle_mnist_hapi.errors import CheckpointError, CheckpointMismatchError, ConfigError
 
@@ -51,121 +67,122 @@ __all__ = ["ResumeCkpt", "load_weights"]
 log = logging.getLogger(__name__)
 
 
-def load_weights(
-    target: paddle.Model | paddle.nn.Layer, checkpoint: str | os.PathLike[str], *, strict: bool = True
-) -> list[str]:
-    """Load a checkpoint's model weights (e.g. the best one, for evaluation or export).
-
-    Args:
-        target (paddle.Model|paddle.nn.Layer): the model to load into.
-        checkpoint (str|PathLike): a ``ckpt-*`` directory, or a run directory
-            (then its newest valid checkpoint).
-        strict (bool, optional): refuse any name or shape mismatch. When False,
-            load what fits and return the names that were skipped. Default: True.
-
-    Raises:
-        CheckpointError: no valid checkpoint there.
-        CheckpointMismatchError: ``strict`` and the weights do not fit the model.
-    """
-    path = Path(checkpoint)
-    store = CheckpointStore(path if not path.name.startswith("ckpt-") else path.parent)
-    if path.name.startswith("ckpt-"):
-        info = store.require(path)
-    else:
-        info = next((i for i in store.scan() if i.valid), None)
-        if info is None:
-            raise CheckpointError(
-                f"No valid checkpoint in {path}. Expected ckpt-* directories written by ResumeCkpt. "
-                f"Received: checkpoint={str(checkpoint)!r}"
-            )
-    network = target.network if isinstance(target, paddle.Model) else target
-    return _load_network(network, read_tensors(info.path / "model.safetensors"), strict=strict)
-
-
-def _load_network(network: paddle.nn.Layer, saved: dict[str, Any], *, strict: bool) -> list[str]:
-    current = network.state_dict()
-    bad = [k for k in current if k not in saved or list(saved[k].shape) != list(current[k].shape)]
-    bad += [k for k in saved if k not in current]
-    if bad and strict:
-        raise CheckpointMismatchError(
-            f"The checkpoint's weights do not fit this model: {len(bad)} tensors differ in name or shape "
-            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}). Build the model the checkpoint was "
-            "written with, or load with weights_only=True / strict=False to take what fits."
-        )
-    fitting = {k: v for k, v in saved.items() if k in current and list(v.shape) == list(current[k].shape)}
-    if not fitting:
-        raise CheckpointMismatchError("No tensor of the checkpoint fits this model. Build the matching model.")
-    network.set_state_dict(fitting)
-    return sorted(set(bad))
+def _best_rule(monitor: str, mode: str, min_delta: float) -> MonitorCallback:
+    """The shared monitor rule (``MonitorCallback.is_improvement``) that ranks checkpoints."""
+    if mode not in ("auto", "min", "max"):
+        raise ConfigError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+    if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or not min_delta >= 0:
+        raise ConfigError(f"min_delta must be a number >= 0. Received: min_delta={min_delta!r}")
+    resolved = infer_mode(monitor) if mode == "auto" else mode  # a name that says neither: pass mode
+    return MonitorCallback(monitor=monitor, mode=resolved, min_delta=min_delta)
 
 
 class ResumeCkpt(paddle.callbacks.Callback):
-    """Exact checkpoint/resume for ``paddle.Model.fit``.
+    """Exact checkpoint/resume for ``paddle.Model.fit``; ``fit``'s ``epochs`` and ``num_iters`` are the run's totals.
 
     Args:
-        save_dir (str|PathLike): the run's checkpoint directory.
+        save_dir (str|PathLike, optional): the run's checkpoint directory. None:
+            ``<fit's save_dir>/checkpoints``, else ``runs/<script name>/checkpoints``
+            (``runs/default/checkpoints`` in a notebook); logged at the start. Default: None.
         every_n_epochs (int, optional): checkpoint after every N-th epoch (the
             last epoch is always saved). Default: 1.
         every_n_steps (int, optional): also checkpoint mid-epoch every N
-            optimizer steps; resuming then continues mid-epoch. Default: None.
+            batches (at the next optimizer update with ``accumulate_grad_batches``);
+            resuming then continues mid-epoch. Default: None.
         keep_last (int, optional): newest checkpoints to keep. Default: 2.
         monitor (str, optional): an evaluation metric (``'acc'``, ``'loss'``);
             the ``keep_best`` best checkpoints by it are kept too. Default: None.
+        mode (str, optional): ``'min'``, ``'max'`` or ``'auto'`` (from the
+            metric's name), as :class:`MonitorCallback`. Default: ``'auto'``.
+        min_delta (float, optional): how much better a value must be to count as
+            better. Default: 0.
         keep_best (int, optional): how many best checkpoints to keep. Default: 1.
         resume (bool, optional): continue from the newest valid checkpoint in
             ``save_dir``. With False, a ``save_dir`` that already holds
             checkpoints is an error (nothing is overwritten). Default: True.
-        weights_only (bool, optional): on resume, load only the model weights
-            that fit (e.g. after changing the model or optimizer) and start
-            training from epoch 0. Default: False.
+        init_from (str|PathLike, optional): start a new run (fine-tuning) from
+            the model weights of another run: a ``ckpt-*`` directory or a run
+            directory (its newest checkpoint). Weights that do not fit are
+            skipped and reported. Used only while ``save_dir`` has no
+            checkpoint; a re-run continues the new run. The other run's
+            directory is only read. Default: None.
+        signals (sequence, optional): signals that checkpoint after the current
+            optimizer step and stop (the process then exits with 128 + the
+            signal number). ``()`` leaves signals alone. Default: ``('SIGTERM',)``.
+        max_time (float|str, optional): seconds (or ``'DD:HH:MM:SS'``) this
+            ``fit`` may take: it checkpoints and returns before the budget runs
+            out. Default: None.
 
     Attributes:
-        report (dict): what the last resume did (checkpoint, epoch, skipped ones and why).
+        report (dict): what the last ``fit`` did (checkpoint resumed from, start
+            epoch and batch, skipped checkpoints and why, ``stopped``).
         global_step (int): training batches done in this run, across resumes.
+
+    Raises:
+        ConfigError: a bad argument (at construction), or train data whose order
+            cannot be replayed (at the start of ``fit``).
     """
 
     def __init__(
         self,
-        save_dir: str | os.PathLike[str],
+        save_dir: str | os.PathLike[str] | None = None,
         *,
         every_n_epochs: int = 1,
         every_n_steps: int | None = None,
         keep_last: int = 2,
         monitor: str | None = None,
+        mode: Literal["auto", "min", "max"] = "auto",
+        min_delta: float = 0.0,
         keep_best: int = 1,
         resume: bool = True,
-        weights_only: bool = False,
+        init_from: str | os.PathLike[str] | None = None,
+        signals: Sequence[int | str] = ("SIGTERM",),
+        max_time: float | str | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("every_n_epochs", every_n_epochs), ("keep_last", keep_last), ("keep_best", keep_best)):
             check_int(name, value, 1)
         if every_n_steps is not None:
             check_int("every_n_steps", every_n_steps, 1)
-        self.store = CheckpointStore(save_dir)
+        self.store: CheckpointStore | None = CheckpointStore(save_dir) if save_dir is not None else None
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.keep_last, self.keep_best = keep_last, keep_best
         self.monitor = monitor
-        self.monitor_mode: Literal["min", "max"] | None = infer_mode(monitor) if monitor else None
-        self.resume, self.weights_only = resume, weights_only
+        self._rule = _best_rule(monitor, mode, min_delta) if monitor else None
+        self.resume = resume
+        self.init_from = Path(init_from) if init_from is not None else None
+        self._stop_request = StopRequest(parse_signals(signals), parse_max_time(max_time))
         self.report: dict[str, Any] = {}
         self.global_step = 0
         self.last_saved: Path | None = None
 
     @property
-    def save_dir(self) -> Path:
-        return self.store.save_dir
+    def save_dir(self) -> Path | None:
+        """The checkpoint directory (None until ``fit`` starts when none was given)."""
+        return self.store.save_dir if self.store is not None else None
+
+    @property
+    def monitor_mode(self) -> Literal["min", "max"] | None:
+        return self._rule.mode if self._rule is not None else None
 
     # ------------------------------------------------------------ public helpers
+    def _require_store(self) -> CheckpointStore:
+        if self.store is None:
+            raise CheckpointError("This ResumeCkpt has no directory yet: it is chosen when fit starts.")
+        return self.store
+
     def best_path(self) -> Path | None:
-        """The valid checkpoint with the best ``monitor`` value, or None."""
-        scored = [i for i in self.store.scan() if i.valid and i.state.get("monitor_value") is not None]
-        if not scored or self.monitor_mode is None:
+        """The valid checkpoint with the best ``monitor`` value (``mode``, ``min_delta``), or None."""
+        if self._rule is None or self.store is None:
             return None
-        sign = 1 if self.monitor_mode == "min" else -1
-        return min(scored, key=lambda i: (sign * i.state["monitor_value"], -i.global_step)).path
+        infos = self.store.known() or [i for i in self.store.scan() if i.valid]
+        best = retention.best_k(infos, 1, self._rule.is_improvement)
+        return best[0].path if best else None
 
     def latest_path(self) -> Path | None:
         """The newest valid checkpoint, or None."""
+        if self.store is None:
+            return None
         return next((i.path for i in self.store.scan() if i.valid), None)
 
     def restore_last_good(self) -> dict[str, Any]:
@@ -177,7 +194,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         Raises:
             CheckpointError: there is no valid checkpoint yet.
         """
-        info = next((i for i in self.store.scan() if i.valid), None)
+        info = next((i for i in self.store.scan() if i.valid), None) if self.store is not None else None
         if info is None:
             raise CheckpointError(f"No valid checkpoint in {self.save_dir} to roll back to.")
         self._restore_tensors(info)
@@ -187,133 +204,277 @@ class ResumeCkpt(paddle.callbacks.Callback):
 
     # ------------------------------------------------------------ hapi hooks
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._loop = hapi_loop.find_fit_loop()
-        self._sampler = hapi_loop.batch_sampler_of(self._loop.train_loader)
-        if self._sampler is None:
-            raise ConfigError(
-                "ResumeCkpt needs to control the data order, so train_data must be a paddle.io.Dataset, a "
-                "paddle.io.DataLoader or an InMemoryLoader (anything with a `batch_sampler`). "
-                f"Received: {type(self._loop.train_loader).__name__}"
-            )
-        self._steps_per_epoch = len(self._sampler)
-        self._others = list(self._loop.callbacks.callbacks)
+        self._stop_request.start_clock()
+        self._loop = loop = hapi_loop.find_fit_loop()
+        if self.store is None:
+            self.store = CheckpointStore(hapi_loop.default_run_dir() / "checkpoints")
+            log.info("ResumeCkpt: checkpoints go to %s", self.store.save_dir)
+        sampler = hapi_loop.replayable_sampler(loop.train_loader)
+        self._steps_per_epoch = len(sampler)
+        self._accumulate = int(getattr(self.model, "_accumulate", 1) or 1)
+        self._others = list(loop.callbacks.callbacks)
         self._stateful = stateful_callbacks(self._others)
-        self._muted = False
-        self._pending = False
-        self._eval_logs: dict[str, Any] | None = None
-        self._epoch, self._step_in_epoch, self.global_step = 0, 0, 0
-        self._start_epoch, self._start_step = 0, 0
-        self._finished_noop = False
-        self._epoch_numpy_state: list[Any] | None = None
-        self._resume_numpy = (None, None)
-        self._saved_metrics: list[dict[str, Any]] | None = None
-        self.model.stop_training = False  # hapi keeps it from an earlier fit
-        accumulate = int(getattr(self.model, "_accumulate", 1) or 1)
-        self._mid_epoch_ok = accumulate == 1 or self._steps_per_epoch % accumulate == 0
-        if self.every_n_steps and not self._mid_epoch_ok:
-            log.warning(
-                "ResumeCkpt: mid-epoch checkpoints are off: %d batches per epoch is not a multiple of "
-                "accumulate_grad_batches=%d. Epoch checkpoints are still written.",
-                self._steps_per_epoch,
-                accumulate,
-            )
-        dataset = getattr(self._sampler, "dataset", None)
+        self._reset_run_state()
+        dataset = getattr(sampler, "dataset", None)
         self._fingerprint = S.fingerprint(
             self.model,
-            batch_size=getattr(self._sampler, "batch_size", None),
+            batch_size=getattr(sampler, "batch_size", None),
             dataset_len=len(dataset) if dataset is not None else None,
             world_size=paddle.distributed.ParallelEnv().nranks,
         )
+        self._check_init_from()
         if is_rank0():
             self.store.clean_tmp()
-        self.report = {"resumed_from": None, "start_epoch": 0, "start_step": 0, "skipped": []}
-        if self.resume:
-            self._resume()
-        elif any(info.valid for info in self.store.scan()):
-            raise CheckpointError(
-                f"{self.save_dir} already holds checkpoints of a run, and resume=False would overwrite them. "
-                "Use another save_dir for a new run, delete the old checkpoints, or resume=True to continue. "
-                f"Received: save_dir={str(self.save_dir)!r}, resume=False"
-            )
-        if self._start_epoch > 0 or self._finished_noop:
+        self.report = {"save_dir": str(self.save_dir), "resumed_from": None, "start_epoch": 0, "start_step": 0}
+        self.report["skipped"] = []
+        resumed = self._resume() if self.resume else self._refuse_existing_run()
+        if not resumed and self.init_from is not None:
+            self._load_init_weights()
+        remaining = self._position.remaining(loop.epochs, loop.num_iters)
+        self._finished = remaining == 0
+        if remaining and loop.num_iters is not None:
+            self.model.num_iters = remaining  # hapi counts this fit's batches; num_iters is the run's total
+        self.report["finished"] = self._finished
+        if resumed:
+            self._log_resume()
+        self._install(sampler)
+        if self._position.epoch > 0 or self._finished:
             self._mute()
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._flush()
-        train, evaluation = self._loop.train_loader, self._loop.eval_loader
-        skipping = epoch < self._start_epoch or self._finished_noop
-        if skipping:
-            hapi_loop.install(train, hapi_loop.ResumableSampler(self._sampler, epoch, empty=True))
-            eval_sampler = hapi_loop.batch_sampler_of(evaluation) if evaluation is not None else None
-            if eval_sampler is not None:
-                hapi_loop.install(evaluation, hapi_loop.ResumableSampler(eval_sampler, 0, empty=True))
-            if self._finished_noop:
+        position = self._position
+        if epoch < position.epoch or self._finished:
+            self._train.configure(epoch, empty=True)
+            if self._eval is not None:
+                self._eval.configure(None, empty=True)
+            if self._finished:
                 self.model.stop_training = True
             return
-        if evaluation is not None:
-            hapi_loop.uninstall(evaluation)
-        self._epoch, self._step_in_epoch = epoch, 0
-        skip = self._start_step if epoch == self._start_epoch else 0
-        if skip:
-            self._step_in_epoch = skip
-            start_state, ckpt_state = self._resume_numpy
-            before = lambda: (S.set_numpy_rng_state(start_state), self._capture_epoch_numpy())  # noqa: E731
-            after = lambda: S.set_numpy_rng_state(ckpt_state)  # noqa: E731
-            hapi_loop.install(train, hapi_loop.ResumableSampler(self._sampler, epoch, skip, before, after))
-            if self._saved_metrics is not None:
-                S.set_metric_states(self.model._metrics, self._saved_metrics)
-        else:
-            hapi_loop.install(train, hapi_loop.ResumableSampler(self._sampler, epoch, 0, self._capture_epoch_numpy))
+        self._set_workers(on=True)
+        if self._eval is not None:
+            self._eval.configure(None)
+        skip, after_skip = (position.step_in_epoch if epoch == position.epoch else 0), None
+        if self._resume_rng is not None and epoch == position.epoch:
+            epoch_rng, rng = self._resume_rng
+            S.set_rng_state(epoch_rng if skip else rng)
+            if skip:
+                after_skip = lambda: S.set_rng_state(rng)  # noqa: E731
+                S.set_metric_states(self.model._metrics, self._resume_metrics or [])
+            self._resume_rng = None
+        # The epoch's order is drawn from the RNG as it is now, whatever the loader draws on the way
+        # (a worker iterator takes a seed when it is created, not when a persistent one is reused).
+        self._epoch_rng = epoch_rng = S.rng_state()
+        before = lambda: S.set_rng_state(epoch_rng)  # noqa: E731
+        position.epoch, position.step_in_epoch = epoch, skip
+        self._train.configure(epoch, skip, before=before, after_skip=after_skip)
+        self._step_offset = skip
+        self._consistent = True
         if self._muted:
             self._unmute()
             for callback in self._others:
                 if callback is not self:
                     callback.on_epoch_begin(epoch, logs)
+        hapi_loop.show_position(self._others, skip)
+        self._batch_clock = time.monotonic()
 
     def on_train_batch_begin(self, step: int, logs: dict[str, Any] | None = None) -> None:
         self._flush()
 
     def on_train_batch_end(self, step: int, logs: dict[str, Any] | None = None) -> None:
-        self.global_step += 1
-        self._step_in_epoch += 1
-        if (
-            self.every_n_steps
-            and self._mid_epoch_ok
-            and self.global_step % self.every_n_steps == 0
-            and self._step_in_epoch < self._steps_per_epoch
-        ):
-            self._pending = True
+        position = self._position
+        position.global_step += 1
+        position.step_in_epoch += 1
+        self.global_step = position.global_step
+        self._metrics_snapshot = S.copy_metric_states(self.model._metrics)
+        now = time.monotonic()
+        self._step_seconds = max(self._step_seconds, now - self._batch_clock)
+        self._batch_clock = now
+        at_update = position.step_in_epoch % self._accumulate == 0 or position.step_in_epoch == self._steps_per_epoch
+        if self.every_n_steps and position.global_step % self.every_n_steps == 0:
+            self._want_mid_epoch = True
+        if self._want_mid_epoch and at_update and position.step_in_epoch < self._steps_per_epoch:
+            self._pending, self._want_mid_epoch = True, False
+        if at_update and self._watch_stop:
+            reason = self._stop_request.reason(self._step_seconds + self._eval_seconds, self._save_seconds)
+            agreed = agree(reason)
+            if agreed is not None:
+                self._stop_request.adopt(agreed)
+                self._stop(agreed)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if epoch < self._start_epoch or self._finished_noop:
+        if epoch < self._position.epoch or self._finished:
             return
-        self._epoch, self._step_in_epoch = epoch + 1, 0
+        self._consistent = False  # evaluation follows; a crash there leaves no checkpoint
+        if self._position.step_in_epoch < self._steps_per_epoch:
+            return  # the epoch ended early (num_iters, NaNGuard, a stop): the position stays mid-epoch
+        self._position.epoch, self._position.step_in_epoch = epoch + 1, 0
+        self._want_mid_epoch = False
         self._eval_logs = None
         if (epoch + 1) % self.every_n_epochs == 0 or epoch + 1 >= self._loop.epochs:
             self._pending = True
+        if self._stop_after_epoch:
+            self.model.stop_training = True
+
+    def on_eval_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._eval_clock = time.monotonic()
 
     def on_eval_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._eval_seconds = max(self._eval_seconds, time.monotonic() - self._eval_clock)
         if not self._muted:
             self._eval_logs = dict(logs or {})
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self.model.stop_training and not self._finished_noop:
-            self._pending = True  # record that training stopped early
+        budget = self._loop.num_iters
+        if not self._finished and self.model.stop_training:
+            self._pending = True  # save where training stopped
+            if self._stopped is None and not (budget is not None and self._position.global_step >= budget):
+                self._position.stop = STOP_BY_CALLBACK  # EarlyStopping, NaNGuard ...: the run is over
         self._flush()
-        hapi_loop.uninstall(self._loop.train_loader)
-        if self._loop.eval_loader is not None:
-            hapi_loop.uninstall(self._loop.eval_loader)
+        self.report["stopped"] = self._stopped or self._position.stop
+        received = self._stop_request.received
+        self._cleanup()
         if self._muted:
             self._unmute()
             for callback in self._others:
                 if callback is not self:
                     callback.on_train_end(logs)
-        if self._finished_noop:
+        if self._finished:
             self.model.stop_training = False
+        if received is not None:
+            log.warning("ResumeCkpt: stopped on %s at global step %d; exiting.", received.name, self.global_step)
+            raise SystemExit(128 + int(received))
 
     # ------------------------------------------------------------ internals
-    def _capture_epoch_numpy(self) -> None:
-        self._epoch_numpy_state = S.numpy_rng_state()
+    def _reset_run_state(self) -> None:
+        self._position = Position()
+        self._step_offset = 0
+        self.global_step = 0
+        self._muted = self._pending = self._want_mid_epoch = self._consistent = False
+        self._eval_logs: dict[str, Any] | None = None
+        self._epoch_rng: dict[str, Any] | None = None
+        self._resume_rng: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._resume_metrics: list[dict[str, Any]] | None = None
+        self._metrics_snapshot: list[dict[str, Any]] = []
+        self._stopped: str | None = None
+        self._stop_after_epoch: str | None = None
+        self._step_seconds = self._eval_seconds = self._save_seconds = 0.0
+        self._batch_clock = self._eval_clock = time.monotonic()
+        self._undo: list[Callable[[], None]] = []
+        self._workers: dict[int, int | None] = {}
+        self.model.stop_training = False  # hapi keeps it from an earlier fit
+
+    def _install(self, sampler: Any) -> None:
+        """Take over the loaders' batch samplers, watch for exceptions and stop requests, for this fit."""
+        loop = self._loop
+        self._train = hapi_loop.EpochSampler(sampler)
+        hapi_loop.install(loop.train_loader, self._train)
+        self._undo.append(lambda: hapi_loop.uninstall(loop.train_loader))
+        eval_sampler = hapi_loop.batch_sampler_of(loop.eval_loader) if loop.eval_loader is not None else None
+        self._eval = hapi_loop.EpochSampler(eval_sampler) if eval_sampler is not None else None
+        if self._eval is not None:
+            hapi_loop.install(loop.eval_loader, self._eval)
+            self._undo.append(lambda: hapi_loop.uninstall(loop.eval_loader))
+        self._set_workers(on=False)
+        self._undo.append(lambda: self._set_workers(on=True))
+        self._undo.append(hapi_loop.guard_epochs(self.model, self._on_error))
+        self._undo.append(hapi_loop.watch_updates(self.model._optimizer, self._on_update))
+        self._undo.append(hapi_loop.number_batches(loop.callbacks, lambda: self._step_offset, self._after_train_batch))
+        self._watch_stop = not self._finished and bool(self._stop_request.signals or self._stop_request.max_time)
+        if self._watch_stop:
+            self._stop_request.start()
+            self._undo.append(self._stop_request.stop)
+
+    def _set_workers(self, on: bool) -> None:
+        """Worker processes off while epochs before the resume point iterate nothing; back on after."""
+        for loader in (self._loop.train_loader, self._loop.eval_loader):
+            if loader is None:
+                continue
+            if not on and id(loader) not in self._workers:
+                self._workers[id(loader)] = hapi_loop.set_workers(loader, 0)
+            elif on and id(loader) in self._workers:
+                hapi_loop.set_workers(loader, self._workers.pop(id(loader)))
+
+    def _on_update(self) -> None:
+        self._consistent = False  # the optimizer is changing the weights: not a state to checkpoint
+
+    def _after_train_batch(self) -> None:
+        if not self._muted:
+            self._consistent = True  # every callback has finished the batch
+
+    def _cleanup(self) -> None:
+        while self._undo:
+            self._undo.pop()()
+
+    def _stop(self, reason: str) -> None:
+        """Stop after this optimizer step: checkpoint here; other callbacks see nothing more of this fit."""
+        if self._stopped or self._stop_after_epoch:
+            return
+        log.warning("ResumeCkpt: stopping at global step %d (%s)", self._position.global_step, reason)
+        if self._position.step_in_epoch >= self._steps_per_epoch:
+            self._stop_after_epoch = reason  # let the epoch end and its evaluation run, then stop
+            self._stopped = reason
+            return
+        self._stopped = reason
+        self.model.stop_training = True
+        self.model.num_iters = 1  # hapi leaves the epoch after this batch
+        self._pending = True
+        if self._eval is not None:
+            self._eval.configure(None, empty=True)
+        self._mute()
+
+    def _on_error(self, exc: BaseException) -> None:
+        """``fit`` is raising: write the last consistent, finite state (marked as such), undo our hooks."""
+        if getattr(self, "_handled", None) is exc:
+            return
+        self._handled = exc
+        try:
+            position = self._position
+            at_update = position.step_in_epoch % self._accumulate == 0
+            if self._finished or paddle.distributed.get_world_size() > 1:
+                pass  # under launch the other ranks are elsewhere: the newest regular checkpoint stands
+            elif self._consistent and at_update:
+                self._pending = True
+                self._flush(crash={"type": type(exc).__name__, "message": str(exc)[:500]})
+                log.error("ResumeCkpt: fit raised %s; checkpointed the last consistent state first (%s)",
+                          type(exc).__name__, self.last_saved)  # fmt: skip
+            else:
+                log.error(
+                    "ResumeCkpt: fit raised %s in the middle of an optimizer step or an evaluation; the newest "
+                    "checkpoint (%s) stands.", type(exc).__name__, self.latest_path(),
+                )  # fmt: skip
+        finally:
+            self._cleanup()
+            if self._muted:
+                self._unmute()
+
+    def _check_init_from(self) -> None:
+        if self.init_from is None:
+            return
+        source, target = self.init_from.resolve(), self.save_dir.resolve()
+        if source == target or target in source.parents or source in target.parents:
+            raise ConfigError(
+                "init_from must be another run's checkpoints, outside this run's save_dir, so the two runs' "
+                "checkpoints never mix. Give the new run its own save_dir. "
+                f"Received: init_from={str(self.init_from)!r}, save_dir={str(self.save_dir)!r}"
+            )
+
+    def _refuse_existing_run(self) -> bool:
+        if any(info.valid for info in self.store.scan()):
+            raise CheckpointError(
+                f"{self.save_dir} already holds checkpoints of a run, and resume=False would overwrite them. "
+                "Use another save_dir for a new run (init_from=... starts it from this run's weights), delete "
+                f"the old checkpoints, or resume=True to continue. Received: save_dir={str(self.save_dir)!r}, "
+                "resume=False"
+            )
+        return False
+
+    def _load_init_weights(self) -> None:
+        info = latest_valid(self.init_from)
+        skipped = load_network(self.model.network, read_tensors(info.path / "model.safetensors"), strict=False)
+        self.report.update(init_from=str(info.path), weights_skipped=skipped)
+        log.info("ResumeCkpt: new run in %s, starting from the weights of %s (skipped: %s)",
+                 self.save_dir, info.path, skipped or "none")  # fmt: skip
 
     def _mute(self) -> None:
         self._loop.callbacks.callbacks = [self]
@@ -328,10 +489,26 @@ class ResumeCkpt(paddle.callbacks.Callback):
             return None
         return scalar(self._eval_logs[self.monitor])
 
-    def _flush(self) -> None:
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between ranks: RNG, the running metrics (each rank sees its own batches), callbacks."""
+        mid_epoch = self._position.step_in_epoch > 0
+        return {
+            "rng": S.rng_state(),
+            "epoch_rng": self._epoch_rng if mid_epoch else None,
+            "metrics": S.jsonable_metric_states(self._metrics_snapshot) if mid_epoch else None,
+            "callbacks": {key: cb.state_dict() for key, cb in self._stateful.items()},
+        }
+
+    def _flush(self, crash: dict[str, Any] | None = None) -> None:
         if not self._pending:
             return
         self._pending = False
+        started = time.monotonic()
+        mine = self._rank_state()
+        ranks = [mine]
+        if paddle.distributed.get_world_size() > 1:  # every rank is here at the same step (crashes are not)
+            ranks = []
+            paddle.distributed.all_gather_object(ranks, mine)
         if not is_rank0():
             return
         network, optimizer = self.model.network, self.model._optimizer
@@ -339,23 +516,21 @@ class ResumeCkpt(paddle.callbacks.Callback):
         if not all(bool(paddle.isfinite(t).all()) for t in model_tensors.values() if paddle.is_floating_point(t)):
             log.error("ResumeCkpt: the model has NaN/Inf values; this state is not checkpointed.")
             return
-        finished = self._epoch >= self._loop.epochs or bool(self.model.stop_training)
-        monitor_value = self._monitor_value()
+        position = self._position
         state = {
-            "epoch": self._epoch,
-            "step_in_epoch": self._step_in_epoch,
-            "global_step": self.global_step,
-            "finished": finished and self._step_in_epoch == 0,
-            "stop_training": bool(self.model.stop_training),
+            "epoch": position.epoch,
+            "step_in_epoch": position.step_in_epoch,
+            "global_step": position.global_step,
+            "stop": position.stop,
+            "interrupted": self._stopped,
+            "crash": crash,
             "lr": S.lr_state(optimizer) if optimizer is not None else None,
-            "rng": S.rng_state(),
-            "epoch_start_numpy": self._epoch_numpy_state if self._step_in_epoch else None,
-            "metrics": S.metric_states(self.model._metrics) if self._step_in_epoch else None,
+            **mine,
+            "ranks": ranks[1:] if len(ranks) > 1 else None,  # rank 0's is above
             "amp_scaler": S.scaler_state(self.model),
-            "callbacks": {key: cb.state_dict() for key, cb in self._stateful.items()},
             "eval": log_values(self._eval_logs),
             "monitor": self.monitor,
-            "monitor_value": monitor_value,
+            "monitor_value": self._monitor_value(),
             "fingerprint": self._fingerprint,
             "versions": {"paddle": paddle.__version__},
         }
@@ -367,30 +542,21 @@ class ResumeCkpt(paddle.callbacks.Callback):
         }
         if callback_tensors:
             tensors["callbacks"] = callback_tensors
-        self.last_saved = self.store.write(self.global_step, tensors, state)
-        self._prune()
+        self.last_saved = self.store.write(position.global_step, tensors, state)
+        rule = self._rule.is_improvement if self._rule is not None else None
+        self.store.prune(retention.kept(self.store.known(), self.keep_last, self.keep_best, rule))
+        self._save_seconds = max(self._save_seconds, time.monotonic() - started)
 
-    def _prune(self) -> None:
-        valid = [i for i in self.store.scan() if i.valid]
-        keep = {i.path for i in valid[: self.keep_last]}
-        best = self.best_path()
-        if best is not None:
-            sign = 1 if self.monitor_mode == "min" else -1
-            scored = [i for i in valid if i.state.get("monitor_value") is not None]
-            scored.sort(key=lambda i: (sign * i.state["monitor_value"], -i.global_step))
-            keep |= {i.path for i in scored[: self.keep_best]}
-        self.store.prune(keep)
-
-    def _restore_tensors(self, info: CheckpointInfo) -> None:
+    def _restore_tensors(self, info: CheckpointInfo, lr_changed: bool = False) -> None:
         network, optimizer = self.model.network, self.model._optimizer
-        _load_network(network, read_tensors(info.path / "model.safetensors"), strict=True)
+        load_network(network, read_tensors(info.path / "model.safetensors"), strict=True)
         if optimizer is not None:
             optimizer_file = info.path / "optimizer.safetensors"
             saved = read_tensors(optimizer_file) if optimizer_file.is_file() else {}
             S.load_optimizer_tensors(optimizer, network, saved)
-            S.set_lr_state(optimizer, info.state.get("lr"))
+            S.set_lr_state(optimizer, info.state.get("lr"), recompute=lr_changed)
 
-    def _resume(self) -> None:
+    def _resume(self) -> bool:
         chosen = None
         for info in self.store.scan():
             if info.valid:
@@ -401,70 +567,79 @@ class ResumeCkpt(paddle.callbacks.Callback):
         if chosen is None:
             if self.report["skipped"]:
                 log.warning("ResumeCkpt: no valid checkpoint in %s; training from the start.", self.save_dir)
-            return
+            return False
         state = chosen.state
-        diff = S.fingerprint_diff(state.get("fingerprint", {}), self._fingerprint)
-        if self.weights_only:
-            skipped = _load_network(self.model.network, read_tensors(chosen.path / "model.safetensors"), strict=False)
-            self.report.update(resumed_from=str(chosen.path), weights_only=True, weights_skipped=skipped)
-            log.info("ResumeCkpt: loaded weights only from %s (skipped: %s)", chosen.path, skipped or "none")
-            return
-        if diff:
+        saved_print = state.get("fingerprint", {})
+        diff = S.fingerprint_diff(saved_print, self._fingerprint)
+        schedule_note = [d for d in diff if d.startswith("lr_schedule:")]
+        same_kind = (saved_print.get("lr_schedule") or {}).get("type") == (self._fingerprint["lr_schedule"] or {}).get(
+            "type"
+        )
+        if diff and not (same_kind and diff == schedule_note):
             raise CheckpointMismatchError(
                 f"The newest checkpoint {chosen.path} belongs to a different setup: " + "; ".join(diff) + ". "
-                "Resume with the same model, optimizer, schedule, batch size, data and world size; or use another "
-                "save_dir to start a new run; or pass ResumeCkpt(..., weights_only=True) to load the weights alone."
+                "Resume with the same model, optimizer, schedule type, batch size, data and world size; or start a "
+                "new run from its weights in another directory: ResumeCkpt(new_save_dir, "
+                f"init_from={str(self.save_dir)!r}) (this run's checkpoints stay as they are)."
             )
-        self._restore_tensors(chosen)
-        S.set_rng_state(state["rng"])
+        if schedule_note:
+            log.warning(
+                "ResumeCkpt: the LR schedule changed since %s (%s); continuing at its step %s with the new settings.",
+                chosen.path, schedule_note[0], (state.get("lr") or {}).get("last_epoch"),
+            )  # fmt: skip
+            self.report["schedule_changed"] = schedule_note[0]
+        self._restore_tensors(chosen, lr_changed=bool(schedule_note))
         S.set_scaler_state(self.model, state.get("amp_scaler"))
+        rank = paddle.distributed.get_rank()
+        if rank > 0 and state.get("ranks") and len(state["ranks"]) >= rank:
+            state = {**state, **state["ranks"][rank - 1]}  # this rank's RNG, metrics and callback states
+        self._restore_callbacks(chosen, state.get("callbacks", {}))
+        self._position = Position.from_state(state)
+        self.global_step = self._position.global_step
+        S.set_rng_state(state["rng"])  # again at the resumed epoch's start: loaders may draw in between
+        epoch_rng = state.get("epoch_rng") or (
+            {**state["rng"], "numpy": state["epoch_start_numpy"]} if state.get("epoch_start_numpy") else None
+        )
+        self._resume_rng = (epoch_rng or state["rng"], state["rng"])
+        self._resume_metrics = state.get("metrics")
+        if state.get("crash"):
+            log.warning("ResumeCkpt: %s was written when fit raised %s: %s", chosen.path,
+                        state["crash"].get("type"), state["crash"].get("message"))  # fmt: skip
+        self.report.update(
+            resumed_from=str(chosen.path),
+            start_epoch=self._position.epoch,
+            start_step=self._position.step_in_epoch,
+            global_step=self.global_step,
+        )
+        return True
+
+    def _restore_callbacks(self, chosen: CheckpointInfo, saved_states: dict[str, Any]) -> None:
         callbacks_file = chosen.path / "callbacks.safetensors"
         saved_tensors = read_tensors(callbacks_file) if callbacks_file.is_file() else {}
         restored, fresh = [], []
         for key, callback in self._stateful.items():
-            if key in state.get("callbacks", {}):
+            if key in saved_states:
                 prefix = f"{key}/"
                 callback.load_state_tensors(
                     {k[len(prefix) :]: v for k, v in saved_tensors.items() if k.startswith(prefix)}
                 )
-                callback.load_state_dict(state["callbacks"][key])
+                callback.load_state_dict(saved_states[key])
                 restored.append(key)
             else:
                 fresh.append(key)
-        self.global_step = state["global_step"]
-        self._start_epoch, self._start_step = state["epoch"], state["step_in_epoch"]
-        self._epoch, self._step_in_epoch = self._start_epoch, self._start_step
-        if self._start_step:
-            self._resume_numpy = (state["epoch_start_numpy"], state["rng"]["numpy"])
-            self._saved_metrics = state.get("metrics")
-        self._finished_noop = bool(state.get("finished")) and (
-            state.get("stop_training") or self._start_epoch >= self._loop.epochs
-        )
-        if not self._finished_noop and self._start_epoch >= self._loop.epochs:
-            self._finished_noop = True
-        self.report.update(
-            resumed_from=str(chosen.path),
-            start_epoch=self._start_epoch,
-            start_step=self._start_step,
-            global_step=self.global_step,
-            callbacks_restored=restored,
-            callbacks_fresh=fresh,
-            finished=self._finished_noop,
-        )
-        if self._finished_noop:
+        self.report.update(callbacks_restored=restored, callbacks_fresh=fresh)
+
+    def _log_resume(self) -> None:
+        position = self._position
+        if self._finished:
             log.warning(
-                "ResumeCkpt: training already finished (%s: epoch %d of %d%s); nothing left to train.",
-                chosen.path,
-                self._start_epoch,
-                self._loop.epochs,
-                ", stopped early" if state.get("stop_training") else "",
-            )
+                "ResumeCkpt: training already finished (%s: epoch %d of %d, global step %d%s); nothing left to train.",
+                self.report["resumed_from"], position.epoch, self._loop.epochs, position.global_step,
+                ", stopped early" if position.stop else "",
+            )  # fmt: skip
         else:
             log.info(
                 "ResumeCkpt: resuming from %s at epoch %d, batch %d (global step %d); restored callbacks: %s",
-                chosen.path,
-                self._start_epoch + 1,
-                self._start_step,
-                self.global_step,
-                ", ".join(restored) or "none",
-            )
+                self.report["resumed_from"], position.epoch + 1, position.step_in_epoch, position.global_step,
+                ", ".join(self.report.get("callbacks_restored", [])) or "none",
+            )  # fmt: skip

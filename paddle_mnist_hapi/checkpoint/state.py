@@ -23,8 +23,10 @@ import paddle
 from paddle_mnist_hapi.errors import CheckpointMismatchError
 
 __all__ = [
+    "copy_metric_states",
     "fingerprint",
     "fingerprint_diff",
+    "jsonable_metric_states",
     "load_optimizer_tensors",
     "lr_state",
     "metric_states",
@@ -142,38 +144,76 @@ def lr_state(optimizer: paddle.optimizer.Optimizer) -> dict[str, Any] | None:
     return None
 
 
-def set_lr_state(optimizer: paddle.optimizer.Optimizer, state: dict[str, Any] | None) -> None:
+def set_lr_state(optimizer: paddle.optimizer.Optimizer, state: dict[str, Any] | None, recompute: bool = False) -> None:
+    """Restore the schedule's position; ``recompute``: its settings changed, so derive the current LR anew."""
     scheduler = optimizer._learning_rate
     if state is not None and isinstance(scheduler, paddle.optimizer.lr.LRScheduler):
         scheduler.set_state_dict(dict(state))
+        if recompute:
+            inner = scheduler
+            while hasattr(inner, "inner"):  # wrappers such as callbacks.lr.ScaledLR derive last_lr
+                inner = inner.inner
+            inner.last_lr = inner.get_lr()
 
 
 # ---------------------------------------------------------------- metrics and AMP
 def _jsonable(value: Any) -> Any:
+    """JSON for numbers, arrays, numpy scalars and lists of them, keeping numpy dtypes (they change later sums)."""
+    if isinstance(value, paddle.Tensor):
+        value = value.numpy()
     if isinstance(value, np.ndarray):
         return {"__ndarray__": value.tolist(), "dtype": str(value.dtype)}
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, paddle.Tensor):
-        return {"__ndarray__": value.numpy().tolist(), "dtype": str(value.numpy().dtype)}
+    if isinstance(value, np.generic):
+        return {"__scalar__": value.item(), "dtype": str(value.dtype)}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
     return value
 
 
 def _from_jsonable(value: Any) -> Any:
     if isinstance(value, dict) and "__ndarray__" in value:
         return np.asarray(value["__ndarray__"], dtype=value["dtype"])
+    if isinstance(value, dict) and "__scalar__" in value:
+        return np.dtype(value["dtype"]).type(value["__scalar__"])
+    if isinstance(value, list):
+        return [_from_jsonable(v) for v in value]
     return value
 
 
+_NUMBER = (int, float, bool, np.generic)
+
+
 def _plain(value: Any) -> bool:
-    return isinstance(value, (int, float, bool, np.ndarray, np.integer, np.floating)) or (
-        isinstance(value, list) and all(isinstance(v, (int, float)) for v in value)
-    )
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value) and not isinstance(value, tuple)
+    return isinstance(value, (*_NUMBER, np.ndarray))
 
 
 def metric_states(metrics: list[paddle.metric.Metric]) -> list[dict[str, Any]]:
-    """The running counters of hapi metrics (e.g. Accuracy's total/count) mid-epoch."""
+    """The running counters of hapi metrics mid-epoch (e.g. ``Accuracy``'s ``total``/``count``), JSON-ready.
+
+    Examples:
+        >>> acc = paddle.metric.Accuracy()
+        >>> _ = acc.update(acc.compute(paddle.to_tensor([[0.1, 0.9], [0.8, 0.2]]), paddle.to_tensor([[1], [1]])))
+        >>> fresh = paddle.metric.Accuracy(); set_metric_states([fresh], metric_states([acc]))
+        >>> float(fresh.accumulate()), fresh.count
+        (0.5, [np.int64(2)])
+    """
     return [{k: _jsonable(v) for k, v in vars(m).items() if _plain(v)} for m in metrics]
+
+
+def copy_metric_states(metrics: list[paddle.metric.Metric]) -> list[dict[str, Any]]:
+    """A cheap snapshot of the metrics' counters (arrays copied), for :func:`metric_states` later."""
+    return [
+        {k: (v.copy() if isinstance(v, np.ndarray) else list(v) if isinstance(v, list) else v)
+         for k, v in vars(m).items() if _plain(v)}
+        for m in metrics
+    ]  # fmt: skip
+
+
+def jsonable_metric_states(snapshot: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`copy_metric_states`' snapshot as JSON-ready data."""
+    return [{k: _jsonable(v) for k, v in state.items()} for state in snapshot]
 
 
 def set_metric_states(metrics: list[paddle.metric.Metric], states: list[dict[str, Any]]) -> None:

@@ -100,29 +100,32 @@ class CheckpointStore:
 
     def __init__(self, save_dir: str | os.PathLike[str]) -> None:
         self.save_dir = Path(save_dir)
+        # checkpoints verified or written by this process: retention reads these, never re-hashes
+        self._known: dict[Path, CheckpointInfo] = {}
 
     def write(self, global_step: int, tensors: dict[str, dict[str, Any]], state: dict[str, Any]) -> Path:
         """Write one checkpoint atomically; return its final path.
 
         ``tensors`` maps a file stem (``model``, ``optimizer``) to a dict of
-        Paddle tensors; ``state`` is JSON-serializable.
+        Paddle tensors; ``state`` is JSON-serializable. Each file is hashed
+        once, from the bytes being written.
         """
-        from safetensors.paddle import save_file
+        from safetensors.paddle import save
 
         self.save_dir.mkdir(parents=True, exist_ok=True)
         final = self.save_dir / f"{PREFIX}{global_step:09d}"
         tmp = self.save_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
+            blobs = {
+                f"{stem}.safetensors": save({k: v.contiguous() for k, v in group.items()})
+                for stem, group in tensors.items()
+            }
+            blobs[STATE] = json.dumps(state, indent=1, sort_keys=True).encode()
             files: dict[str, dict[str, Any]] = {}
-            for stem, group in tensors.items():
-                path = tmp / f"{stem}.safetensors"
-                save_file({k: v.contiguous() if hasattr(v, "contiguous") else v for k, v in group.items()}, str(path))
-                with open(path, "rb") as fh:
-                    os.fsync(fh.fileno())
-            _write_file(tmp / STATE, json.dumps(state, indent=1, sort_keys=True).encode())
-            for path in sorted(tmp.iterdir()):
-                files[path.name] = {"sha256": _sha256(path), "bytes": path.stat().st_size}
+            for name, data in blobs.items():
+                _write_file(tmp / name, data)
+                files[name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
             delay = float(os.environ.get(_SLOW_WRITE_ENV, "0") or 0)
             if delay:
                 time.sleep(delay)
@@ -136,6 +139,7 @@ class CheckpointStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        self._known[final] = CheckpointInfo(final, global_step, True, "", state)
         return final
 
     def verify(self, path: Path) -> CheckpointInfo:
@@ -173,6 +177,12 @@ class CheckpointStore:
             return []
         paths = [p for p in self.save_dir.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
         infos = [self.verify(p) for p in paths]
+        self._known = {i.path: i for i in infos if i.valid}
+        return sorted(infos, key=lambda i: (i.global_step, i.name), reverse=True)
+
+    def known(self) -> list[CheckpointInfo]:
+        """The valid checkpoints this store verified (``scan``) or wrote since, newest first; no hashing."""
+        infos = [i for i in self._known.values() if i.path.is_dir()]
         return sorted(infos, key=lambda i: (i.global_step, i.name), reverse=True)
 
     def clean_tmp(self) -> None:
@@ -188,14 +198,15 @@ class CheckpointStore:
         shutil.rmtree(trash, ignore_errors=True)
 
     def prune(self, keep: set[Path]) -> list[Path]:
-        """Delete valid checkpoints not in ``keep``; return what was deleted.
+        """Delete the known valid checkpoints (see :meth:`known`) not in ``keep``; return what was deleted.
 
         Invalid checkpoints are left for a person to inspect.
         """
         removed = []
-        for info in self.scan():
-            if info.valid and info.path not in keep:
+        for info in self.known():
+            if info.path not in keep:
                 self._discard(info.path)
+                self._known.pop(info.path, None)
                 removed.append(info.path)
         return removed
 

@@ -1,0 +1,202 @@
+"""Runs, kills and compares the resume matrix's training processes (tests/scripts/resume_cell.py).
+
+Every child starts in a session of its own and is killed as a process group,
+as a scheduler does: Paddle's DataLoader workers outlive a SIGKILLed trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from conftest import PYTHON, ROOT
+
+SCRIPT = str(ROOT / "tests/scripts/resume_cell.py")
+# a kill point is drawn from this seed (and the cell's name); set RESUME_MATRIX_SEED to replay a failure
+SEED = int(os.environ.get("RESUME_MATRIX_SEED") or secrets.randbelow(1 << 30))
+# flags that change how a run checkpoints, not what it trains: runs that differ only in them share a reference
+CADENCE = {"--every-n-steps", "--sleep", "--max-time", "--raise-at"}
+
+
+def env() -> dict[str, str]:
+    variables = dict(os.environ)
+    variables["PYTHONPATH"] = os.pathsep.join([str(ROOT), variables.get("PYTHONPATH", "")])
+    variables["PYTHONWARNINGS"] = "ignore:No ccache found:UserWarning"
+    return variables
+
+
+def command(save_dir: Path, out: Path, args: list[str], launch_dir: Path | None = None) -> list[str]:
+    cmd = [SCRIPT, "--save-dir", str(save_dir), "--out", str(out), *args]
+    if launch_dir is None:
+        return [PYTHON, *cmd]
+    launch = [PYTHON, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(launch_dir)]
+    return [*launch, *cmd]
+
+
+def start(save_dir: Path, out: Path, args: list[str], launch_dir: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        command(save_dir, out, args, launch_dir), env=env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    """Wait for a child; kill its whole group whatever happens (workers included)."""
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    finally:
+        kill_group(proc)
+    return proc.returncode, stderr or ""
+
+
+def run(save_dir: Path, out: Path, args: list[str], launch_dir: Path | None = None, expect: int = 0) -> dict:
+    code, stderr = finish(start(save_dir, out, args, launch_dir))
+    logs = "".join(p.read_text()[-3000:] for p in sorted(launch_dir.glob("workerlog.*"))) if launch_dir else ""
+    assert code == expect, f"exit {code}\n{stderr[-3000:]}{logs}"
+    return result(out) if expect == 0 and launch_dir is None else {}
+
+
+def result(out: Path) -> dict:
+    return json.loads(Path(f"{out}.json").read_text())
+
+
+def records(out: Path) -> list[dict]:
+    path = Path(f"{out}.batches.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for_step(proc: subprocess.Popen, out: Path, step: int, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while not any(r.get("step", 0) >= step for r in records(out)):
+        assert proc.poll() is None, f"the run ended before step {step}: {proc.stderr.read()[-2000:]}"
+        assert time.monotonic() < deadline, f"step {step} not reached in time"
+        time.sleep(0.005)
+
+
+def kill_step(name: str, total: int) -> int:
+    """A random global step in [1, total - 1] for this cell, from the session's seed."""
+    return random.Random(f"{SEED}/{name}").randint(1, total - 1)
+
+
+def reference_key(args: list[str]) -> tuple[str, ...]:
+    key, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in CADENCE:
+            skip = True
+        else:
+            key.append(arg)
+    return tuple(key)
+
+
+class References:
+    """Uninterrupted runs, one per training setup, shared by the cells (and by the test modules) of a session."""
+
+    def __init__(self, base: Path) -> None:
+        self.base, self.runs = base, {}
+
+    def get(self, args: list[str]) -> Path:
+        key = reference_key(args)
+        if key not in self.runs:
+            directory = self.base / f"ref{len(self.runs)}"
+            run(directory / "ckpt", directory / "out", list(key))
+            self.runs[key] = directory / "out"
+        return self.runs[key]
+
+
+def arrays(out: Path) -> dict[str, np.ndarray]:
+    with np.load(f"{out}.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def by_step(out: Path) -> tuple[dict[int, dict], dict[int, dict]]:
+    """The batch and evaluation records a run left, the last written winning (a re-run redoes unsaved steps)."""
+    batches, evals = {}, {}
+    for record in records(out):
+        record = {k: v for k, v in record.items() if k != "pid"}
+        if "eval" in record:
+            evals[record["eval"]] = record
+        else:
+            batches[record["step"]] = record
+    return batches, evals
+
+
+def board(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    from visualdl import LogReader
+
+    (file,) = [p for p in directory.iterdir() if p.is_file()]
+    reader = LogReader(file_path=str(file))
+    tags = [t for t in reader.get_tags().get("scalar", []) if "per_sec" not in t and "time" not in t]
+    return {tag: [(r.id, r.value) for r in reader.get_data("scalar", tag)] for tag in tags}
+
+
+def assert_same_run(out: Path, ref: Path, note: str = "", tensor_state: bool = True) -> None:
+    """Bit for bit: weights, optimizer, LR, evaluate(), every batch's digest/loss/acc/lr, every evaluation,
+    the canary's counters and (with ``tensor_state``) tensor state, and (when written) metrics.jsonl and the board.
+    """
+    got, want = result(out), result(ref)
+    context = f"{note} (RESUME_MATRIX_SEED={SEED})"
+    a, b = arrays(out), arrays(ref)
+    assert sorted(a) == sorted(b), context
+    differ = [k for k in a if not np.array_equal(a[k], b[k])]
+    assert not differ, f"{differ[:5]} differ {context}"
+    assert got["evaluate"] == want["evaluate"], context
+    counters = ("total", "evals", "digest_sum") if tensor_state else ("total", "evals")
+    assert [got[k] for k in counters] == [want[k] for k in counters], context
+    assert by_step(out) == by_step(ref), f"per-batch or evaluation records differ {context}"
+    if Path(f"{ref}.metrics.jsonl").exists():
+        assert Path(f"{out}.metrics.jsonl").read_bytes() == Path(f"{ref}.metrics.jsonl").read_bytes(), context
+    if Path(f"{ref}.vdl").exists():
+        assert board(Path(f"{out}.vdl")) == board(Path(f"{ref}.vdl")), context
+
+
+def assert_no_batch_repeated(out: Path, resumed_step: int, total: int) -> None:
+    """The re-run trained exactly the batches after the checkpoint, once each."""
+    rerun_pid = result(out)["pid"]
+    steps = [r["step"] for r in records(out) if r["pid"] == rerun_pid and "step" in r]
+    assert steps == list(range(resumed_step + 1, total + 1)), f"re-run trained {steps} (RESUME_MATRIX_SEED={SEED})"
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes started under ``pid`` (children, grandchildren ...), read from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal a launcher and everything it started (workers may sit in sessions of their own)."""
+    below = descendants(proc.pid)
+    kill_group(proc, sig)
+    for pid in below:
+        for send in (lambda p: os.killpg(os.getpgid(p), sig), lambda p: os.kill(p, sig)):
+            try:
+                send(pid)
+            except (ProcessLookupError, PermissionError):
+                pass

@@ -1,0 +1,143 @@
+"""The resume matrix: every way of feeding and driving fit, killed with SIGKILL at a random
+step (seeded; the seed is in every failure message), re-run, and compared bit for bit with an
+uninterrupted run (see resume_harness.assert_same_run), with a canary proving no batch was
+trained twice or skipped. Real subprocesses, real MNIST, an MLP with dropout."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+import resume_harness as H
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def references(tmp_path_factory):
+    return H.References(tmp_path_factory.mktemp("references"))
+
+
+CELLS = {
+    # data: how fit is fed
+    "Dataset, fit(shuffle=True), every epoch": [],
+    "Dataset, every_n_steps": ["--every-n-steps", "4"],
+    "DataLoader num_workers=0": ["--data", "loader0", "--every-n-steps", "4"],
+    "DataLoader num_workers=2": ["--data", "loader2", "--every-n-steps", "4"],
+    "DataLoader persistent_workers": ["--data", "persistent", "--every-n-steps", "4"],
+    "user BatchSampler": ["--data", "batch_sampler", "--every-n-steps", "4"],
+    "InMemoryLoader": ["--data", "inmemory", "--every-n-steps", "4"],
+    "drop_last": ["--drop-last", "--limit", "200", "--every-n-steps", "3"],
+    # cadence: how fit is driven
+    "accumulate 2, every_n_steps=3, 7 batches": ["--accumulate", "2", "--limit", "224", "--every-n-steps", "3"],
+    "accumulate 2, every epoch": ["--accumulate", "2", "--limit", "224"],
+    "eval_freq=2": ["--eval-freq", "2", "--every-n-steps", "4"],
+    "num_iters": ["--num-iters", "11", "--every-n-steps", "4"],
+    # the whole callback stack: EarlyStopping, ReduceLROnPlateau, LRStepper, VisualDL, MetricsLog, NaNGuard
+    "callback stack": ["--stack", "--every-n-steps", "4"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path, references, name):
+    args = CELLS[name]
+    ref = references.get(args)
+    total = H.result(ref)["total"]
+    step = H.kill_step(name, total)
+    save_dir, out = tmp_path / "ckpt", tmp_path / "run"
+    proc = H.start(save_dir, out, [*args, "--sleep", "0.03"])
+    H.wait_for_step(proc, out, step)
+    H.kill_group(proc)
+    proc.wait()
+    done = H.run(save_dir, out, args)
+    resumed = done["report"]["global_step"] if done["report"]["resumed_from"] else 0
+    note = f"{name}: killed at step {step}, resumed at {resumed}"
+    assert done["here"] == total - resumed, note
+    H.assert_no_batch_repeated(out, resumed, total)
+    H.assert_same_run(out, ref, note)
+
+
+def test_a_finished_run_extended_with_more_epochs_equals_the_longer_run(tmp_path, references):
+    ref = references.get([])  # 3 epochs straight
+    save_dir, out = tmp_path / "ckpt", tmp_path / "run"
+    first = H.run(save_dir, out, ["--epochs", "2"])
+    again = H.run(save_dir, out, ["--epochs", "2"])  # the same script again: nothing left
+    assert again["report"]["finished"] is True and again["here"] == 0
+    longer = H.run(save_dir, out, [])  # epochs=3: the run's total grows, epoch 3 is trained
+    assert longer["report"]["start_epoch"] == 2 and longer["here"] == first["total"] // 2
+    H.assert_same_run(out, ref, "2 epochs, then extended to 3")
+
+
+def test_extending_a_run_whose_schedule_is_sized_by_epochs_takes_the_new_length(tmp_path):
+    save_dir, out = tmp_path / "ckpt", tmp_path / "run"
+    first = H.run(save_dir, out, ["--epochs", "2", "--course-schedule"])
+    longer = H.run(save_dir, out, ["--epochs", "3", "--course-schedule"])
+    assert longer["report"]["schedule_changed"].startswith("lr_schedule: checkpoint")
+    assert "decay_steps" in longer["report"]["schedule_changed"]
+    assert longer["here"] == first["total"] // 2 and longer["total"] == first["total"] * 3 // 2
+    assert sorted(p.name for p in save_dir.glob("ckpt-*"))[-1] == "ckpt-000000018"  # the same run, continued
+
+
+def test_sigterm_checkpoints_at_the_step_and_the_rerun_continues_exactly(tmp_path, references):
+    ref = references.get([])
+    total = H.result(ref)["total"]
+    step = H.kill_step("sigterm", total)
+    save_dir, out = tmp_path / "ckpt", tmp_path / "run"
+    proc = H.start(save_dir, out, ["--sleep", "0.03"])
+    H.wait_for_step(proc, out, step)
+    H.kill_group(proc, signal.SIGTERM)
+    code, stderr = H.finish(proc)
+    assert code == 128 + signal.SIGTERM, stderr[-2000:]
+    last = max(r["step"] for r in H.records(out) if "step" in r)
+    newest = max(save_dir.glob("ckpt-*"))
+    state = json.loads((newest / "state.json").read_text())
+    assert state["global_step"] == last and state["interrupted"] == "SIGTERM"  # saved at the step it stopped
+    done = H.run(save_dir, out, [])
+    assert done["report"]["global_step"] == last
+    H.assert_no_batch_repeated(out, last, total)
+    H.assert_same_run(out, ref, f"SIGTERM after step {step}, stopped at {last}")
+
+
+def test_max_time_stops_before_the_budget_with_a_checkpoint(tmp_path, references):
+    ref = references.get([])
+    save_dir, out = tmp_path / "ckpt", tmp_path / "run"
+    stopped = H.run(save_dir, out, ["--sleep", "0.25", "--max-time", "4"])  # 18 batches: 4.5 s and more
+    assert stopped["report"]["stopped"] == "max_time" and stopped["fit_seconds"] < 4
+    assert 0 < stopped["total"] < H.result(ref)["total"]
+    assert json.loads((max(save_dir.glob("ckpt-*")) / "state.json").read_text())["global_step"] == stopped["total"]
+    H.run(save_dir, out, [])
+    H.assert_no_batch_repeated(out, stopped["total"], H.result(ref)["total"])
+    H.assert_same_run(out, ref, "max_time")
+
+
+def test_an_exception_in_fit_leaves_a_marked_checkpoint_and_the_rerun_is_exact(tmp_path, references):
+    ref = references.get([])
+    save_dir, out = tmp_path / "ckpt", tmp_path / "run"
+    H.run(save_dir, out, ["--raise-at", "7"], expect=1)
+    newest = max(save_dir.glob("ckpt-*"))
+    state = json.loads((newest / "state.json").read_text())
+    assert newest.name == "ckpt-000000007" and state["crash"]["type"] == "RuntimeError"
+    assert "injected failure" in state["crash"]["message"]
+    H.run(save_dir, out, [])
+    H.assert_no_batch_repeated(out, 7, H.result(ref)["total"])
+    H.assert_same_run(out, ref, "exception before batch 8")
+
+
+def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, references, monkeypatch):
+    ref = references.get([])
+    save_dir, out = tmp_path / "ckpt", tmp_path / "run"
+    monkeypatch.setenv("PADDLE_MNIST_HAPI_SLOW_CKPT_WRITE", "3")
+    proc = H.start(save_dir, out, ["--every-n-steps", "4"])
+    deadline = time.monotonic() + 120
+    while not (list(save_dir.glob("ckpt-*")) and list(save_dir.glob(".tmp-*/state.json"))):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    H.kill_group(proc)
+    proc.wait()
+    monkeypatch.delenv("PADDLE_MNIST_HAPI_SLOW_CKPT_WRITE")
+    assert [c.name for c in save_dir.glob("ckpt-*")] == ["ckpt-000000004"]  # the half-written one is invisible
+    done = H.run(save_dir, out, ["--every-n-steps", "4"])
+    assert done["report"]["resumed_from"].endswith("ckpt-000000004") and not list(save_dir.glob(".tmp-*"))
+    H.assert_same_run(out, ref, "SIGKILL during a checkpoint write")
