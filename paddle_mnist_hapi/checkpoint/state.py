@@ -125,8 +125,8 @@ def load_optimizer_tensors(
         raise CheckpointMismatchError(
             "The checkpoint's optimizer state does not match this optimizer: "
             f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {extra[:3]}"
-            f"{'...' if len(extra) > 3 else ''}. Use the optimizer the checkpoint was written with, or pass "
-            "weights_only=True to load the model weights alone."
+            f"{'...' if len(extra) > 3 else ''}. Use the optimizer the checkpoint was written with, or start a "
+            "new run from its weights alone: ResumeCkpt(new_dir, init_from=old_dir)."
         )
     for key, tensor in current.items():
         value = saved[key]
