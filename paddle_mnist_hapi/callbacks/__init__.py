@@ -8,6 +8,7 @@ Examples:
 
 from paddle_mnist_hapi.callbacks.base import StatefulCallback, scalar, stateful_callbacks
 from paddle_mnist_hapi.callbacks.early_stopping import EarlyStopping
+from paddle_mnist_hapi.callbacks.ema import EMA
 from paddle_mnist_hapi.callbacks.lr import LRStepper, ReduceLROnPlateau, ScaledLR, current_lr
 from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog, plot_metrics, read_metrics
 from paddle_mnist_hapi.callbacks.monitor import MonitorCallback, infer_mode
@@ -16,6 +17,7 @@ from paddle_mnist_hapi.callbacks.resume import ResumeCkpt, load_weights
 from paddle_mnist_hapi.callbacks.visualdl import VisualDL, prediction_grid
 
 __all__ = [
+    "EMA",
     "EarlyStopping",
     "LRStepper",
     "MetricsLog",
