@@ -9,6 +9,7 @@ Examples:
 from paddle_mnist_hapi.callbacks.base import StatefulCallback, scalar, stateful_callbacks
 from paddle_mnist_hapi.callbacks.early_stopping import EarlyStopping
 from paddle_mnist_hapi.callbacks.ema import EMA
+from paddle_mnist_hapi.callbacks.eval_loss import mean_eval_loss
 from paddle_mnist_hapi.callbacks.lr import LRStepper, ReduceLROnPlateau, ScaledLR, current_lr
 from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog, plot_metrics, read_metrics
 from paddle_mnist_hapi.callbacks.monitor import MonitorCallback, infer_mode
@@ -31,6 +32,7 @@ __all__ = [
     "current_lr",
     "infer_mode",
     "load_weights",
+    "mean_eval_loss",
     "nonfinite_parameters",
     "plot_metrics",
     "prediction_grid",

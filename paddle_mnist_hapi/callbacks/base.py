@@ -187,6 +187,13 @@ class StatefulCallback(paddle.callbacks.Callback):
         self._state_loaded = False
         self.reset_state()
 
+    def set_model(self, model: Any) -> None:
+        """hapi's hook; also makes the model's evaluations report the mean loss (see ``eval_loss``)."""
+        from paddle_mnist_hapi.callbacks.eval_loss import mean_eval_loss
+
+        super().set_model(model)
+        mean_eval_loss(model)
+
     @property
     def key(self) -> str:
         return self.state_key or type(self).__name__
