@@ -10,6 +10,7 @@ from paddle_mnist_hapi.callbacks.base import StatefulCallback, scalar, stateful_
 from paddle_mnist_hapi.callbacks.early_stopping import EarlyStopping
 from paddle_mnist_hapi.callbacks.ema import EMA
 from paddle_mnist_hapi.callbacks.eval_loss import mean_eval_loss
+from paddle_mnist_hapi.callbacks.health import TrainingHealth
 from paddle_mnist_hapi.callbacks.lr import LRStepper, ReduceLROnPlateau, ScaledLR, current_lr
 from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog, plot_metrics, read_metrics
 from paddle_mnist_hapi.callbacks.monitor import MonitorCallback, infer_mode
@@ -28,6 +29,7 @@ __all__ = [
     "ResumeCkpt",
     "ScaledLR",
     "StatefulCallback",
+    "TrainingHealth",
     "VisualDL",
     "current_lr",
     "infer_mode",
