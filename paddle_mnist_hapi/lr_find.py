@@ -3,13 +3,13 @@
 A short sweep (Smith 2015, as fastai's and Lightning's ``lr_find``): one
 training batch per learning rate, the rates growing exponentially from
 ``start_lr`` to ``end_lr``, the loss recorded and smoothed, the sweep stopped
-once the loss diverges. The suggested rate is where the smoothed loss falls
-fastest against ``log(lr)``. Afterwards the network's weights, the optimizer
-(its moments, created or not, and its learning rate or schedule), hapi's
-metrics, the data's shuffle position and the random-number generators are
-exactly as before, so the
-``fit`` that follows is the same as without the sweep. A PNG of loss against
-learning rate is written when ``plot_path`` is given.
+once the loss diverges. The suggested rate is a tenth of the rate at the
+smoothed loss's minimum (fastai's rule). Afterwards the network's weights, the
+optimizer (its moments, created or not, and its learning rate or schedule),
+hapi's metrics, the data's shuffle position and the random-number generators
+are exactly as before, so the ``fit`` that follows is the same as without the
+sweep. A PNG of loss against learning rate is written when ``plot_path`` is
+given.
 
 Examples:
     >>> import paddle, tempfile, pathlib
@@ -55,8 +55,9 @@ class LRFindResult:
     Attributes:
         lrs (list[float]): the learning rate of each sweep step.
         losses (list[float]): the training loss of each step.
-        smoothed (list[float]): ``losses`` smoothed (debiased exponential average).
-        suggestion (float | None): the rate where the smoothed loss falls fastest; None when it never fell.
+        smoothed (list[float]): ``losses`` smoothed by a centred moving average over a tenth of the
+            sweep (centred, so the curve does not lag behind the rate).
+        suggestion (float | None): a tenth of the rate at the smoothed loss's minimum; None when it never fell.
         plot (Path | None): the PNG, when one was written.
     """
 
@@ -153,21 +154,27 @@ def _batches(train_data: Any, batch_size: int) -> Iterator[list[Any]]:
             raise ConfigError("lr_find got no batch from train_data. Pass data with at least one full batch.")
 
 
-def _suggest(lrs: list[float], smoothed: list[float]) -> float | None:
-    """The rate where the smoothed loss falls fastest against log(lr), on its way down to its minimum.
+def _centred_average(values: list[float], window: int) -> list[float]:
+    """A moving average centred on each point (shorter at the ends); non-finite values stay non-finite."""
+    data = np.asarray(values, dtype=np.float64)
+    half = window // 2
+    out = []
+    for index in range(len(data)):
+        part = data[max(0, index - half) : index + half + 1]
+        out.append(float(part.mean()) if np.isfinite(part).all() else float(data[index]))
+    return out
 
-    The slope is averaged over a window of a tenth of the sweep, and the first tenth is skipped, so
-    that the noise of single batches does not decide.
+
+def _suggest(lrs: list[float], smoothed: list[float]) -> float | None:
+    """A tenth of the rate at the smoothed loss's minimum (fastai's rule): well inside the falling stretch,
+    a decade before the loss turns up. The sweep's own rate nearest to it, or None when the loss never fell.
     """
-    count = len(lrs)
-    skip, lowest = max(1, count // 10), int(np.argmin(smoothed))
-    if lowest <= skip + 2:
-        return None  # the loss never fell
-    slopes = np.gradient(np.asarray(smoothed), np.log10(lrs))
-    window = max(3, count // 10)
-    slopes = np.convolve(slopes, np.ones(window) / window, mode="same")
-    best = skip + int(np.argmin(slopes[skip:lowest]))
-    return float(lrs[best]) if slopes[best] < 0 else None
+    finite = np.where(np.isfinite(smoothed), smoothed, np.inf)
+    lowest = int(np.argmin(finite))
+    if lowest < max(2, len(lrs) // 10) or not finite[lowest] < finite[0]:
+        return None
+    target = math.log10(lrs[lowest] / 10)
+    return float(lrs[int(np.argmin(np.abs(np.log10(lrs) - target)))])
 
 
 def _plot(result: LRFindResult, path: Path) -> Path:
@@ -185,9 +192,10 @@ def _plot(result: LRFindResult, path: Path) -> Path:
                   label=f"suggested lr {result.suggestion:.2e}")  # fmt: skip
     axes.set_xscale("log")
     axes.set(xlabel="learning rate (log scale)", ylabel="training loss", title="learning-rate range test")
-    finite = [v for v in result.smoothed if math.isfinite(v)]
+    finite = [v for v in result.losses if math.isfinite(v)]
     if finite:
-        axes.set_ylim(min(finite) * 0.9, min(max(finite), 4 * finite[0]) * 1.05)
+        start = max(finite[: max(1, len(finite) // 10)])
+        axes.set_ylim(min(finite) * 0.95, min(max(finite), 1.5 * start) * 1.02)
     axes.grid(alpha=0.3, which="both")
     axes.legend()
     fig.tight_layout()
@@ -242,7 +250,7 @@ def lr_find(
     optimizer = model._optimizer
     sweep = _SweepLR(float(rates[0]))
     optimizer._learning_rate = sweep
-    average, best = 0.0, math.inf
+    average, best = 0.0, math.inf  # a running (causal) average decides when the loss diverged
     try:
         batches = _batches(train_data, batch_size)
         for index, rate in enumerate(rates):
@@ -250,18 +258,18 @@ def lr_find(
             batch = next(batches)
             outputs = model.train_batch(batch[:n_inputs], batch[n_inputs:])
             loss = float(np.ravel(paddle.utils.flatten(outputs)[0])[0])
-            average = 0.98 * average + 0.02 * loss
-            smoothed = average / (1 - 0.98 ** (index + 1))
+            average = 0.9 * average + 0.1 * loss
+            running = average / (1 - 0.9 ** (index + 1))
             result.lrs.append(float(rate))
             result.losses.append(loss)
-            result.smoothed.append(smoothed)
-            if not math.isfinite(smoothed) or smoothed > 4 * best:
+            if not math.isfinite(running) or running > 4 * best:
                 break  # diverged: larger rates tell nothing more
-            best = min(best, smoothed)
+            best = min(best, running)
     finally:
         snapshot.restore()
         if sampler_epoch is not None:
             sampler.epoch = sampler_epoch
+    result.smoothed = _centred_average(result.losses, max(3, len(result.losses) // 10))
     result.suggestion = _suggest(result.lrs, result.smoothed)
     if plot_path is not None:
         result.plot = _plot(result, Path(plot_path))

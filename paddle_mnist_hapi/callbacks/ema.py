@@ -188,10 +188,14 @@ class EMA(StatefulCallback):
         steps = (self.params or {}).get("steps")
         if not ((step + 1) % accumulate == 0 or (steps is not None and step + 1 == steps)):
             return  # hapi did not update the weights after this micro-batch
-        weight = 1.0 - self.current_decay()
+        rate = 1.0 - self.current_decay()
+        weights: dict[Any, paddle.Tensor] = {}  # one weight tensor per dtype, not one conversion per tensor
         with paddle.no_grad():
             for live, average in self._ensure_pairs():
-                average.lerp_(live.detach(), weight)
+                weight = weights.get(average.dtype)
+                if weight is None:
+                    weight = weights[average.dtype] = paddle.full([], rate, dtype=average.dtype)
+                average.lerp_(live, weight)
         self.updates += 1
 
     # -- evaluation on the averaged weights ----------------------------------------------------------
