@@ -118,6 +118,11 @@ def plot_metrics(metrics_path: str | os.PathLike[str], out_dir: str | os.PathLik
         shown = _keys_for(name, keys)
         if not shown:
             continue
+        if name == "health":
+            path = _plot_health(records, shown, out / "health.png")
+            if path is not None:
+                written.append(path)
+            continue
         fig = Figure(figsize=(11, 4))
         FigureCanvasAgg(fig)
         left, right = fig.subplots(1, 2)
@@ -151,6 +156,29 @@ def plot_metrics(metrics_path: str | os.PathLike[str], out_dir: str | os.PathLik
         written.append(path)
     log.info("plot_metrics: wrote %s", ", ".join(str(p) for p in written) or "no plots (no metrics yet)")
     return written
+
+
+def _plot_health(records: list[dict[str, Any]], keys: list[str], path: Path) -> Path | None:
+    """Gradient norm (left axis) and parameter norm (right axis) against the global step."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    series = {key: _series(records, "step", key, "step") for key in keys}
+    if not any(xs for xs, _ in series.values()):
+        return None
+    fig = Figure(figsize=(11, 4))
+    FigureCanvasAgg(fig)
+    left = fig.subplots()
+    axes = {"grad_norm": left, "param_norm": left.twinx() if len(keys) > 1 else left}
+    colors = {"grad_norm": "tab:red", "param_norm": "tab:green"}
+    for key in keys:
+        axes[key].plot(*series[key], color=colors[key], label=key.replace("_", " "))
+        axes[key].set_ylabel(key.replace("_", " "), color=colors[key])
+    left.set(xlabel="global step", title="gradient norm (global, before clipping) and parameter norm")
+    left.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

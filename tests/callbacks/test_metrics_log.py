@@ -211,12 +211,17 @@ def test_the_epoch_mean_resumes_mid_epoch(tmp_path):
 def test_plot_metrics_leaves_the_users_matplotlib_backend_alone(tmp_path):
     import matplotlib
 
-    rows = [{"kind": "step", "step": s, "epoch": 0, "loss": 1.0 / s, "acc": 0.5, "lr": 0.01} for s in (1, 2, 3)]
+    rows = [
+        {"kind": "step", "step": s, "epoch": 0, "loss": 1.0 / s, "acc": 0.5, "lr": 0.01, "grad_norm": 2.0 / s,
+         "param_norm": 10.0 + s}
+        for s in (1, 2, 3)
+    ]  # fmt: skip
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     before = matplotlib.get_backend()
     matplotlib.use("svg", force=True)  # a notebook's, say
     try:
-        assert len(plot_metrics(tmp_path / "m.jsonl", tmp_path / "plots")) == 3
+        paths = plot_metrics(tmp_path / "m.jsonl", tmp_path / "plots")
+        assert [p.name for p in paths] == ["loss.png", "accuracy.png", "lr.png", "health.png"]
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before, force=True)
