@@ -87,6 +87,7 @@ class EMA(StatefulCallback):
         self._averaged: dict[str, paddle.Tensor] = {}
         self._pairs: list[tuple[paddle.Tensor, paddle.Tensor]] = []  # (network tensor, its average)
         self._backup: list[paddle.Tensor] | None = None  # the training weights while swapped out
+        self._paired_with: Any = None  # the network whose tensors _pairs holds
         super().__init__()
 
     # -- state ---------------------------------------------------------------------------------------
@@ -162,7 +163,11 @@ class EMA(StatefulCallback):
     # -- averaging -----------------------------------------------------------------------------------
 
     def _ensure_pairs(self) -> list[tuple[paddle.Tensor, paddle.Tensor]]:
+        if self._pairs and self._paired_with is not self.model.network:
+            self._swap_back()
+            self._pairs = []  # the callback was given another model: pair its tensors afresh
         if not self._pairs:
+            self._paired_with = self.model.network
             network_state = self.model.network.state_dict()
             if not self._averaged:  # a fresh average starts at the current weights
                 self._averaged = {

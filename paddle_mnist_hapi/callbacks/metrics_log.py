@@ -36,7 +36,14 @@ from typing import IO, Any
 import paddle_mnist_hapi
 from paddle_mnist_hapi._private import hapi_loop
 from paddle_mnist_hapi._private.checks import check_int
-from paddle_mnist_hapi.callbacks.base import RunningMean, StatefulCallback, is_rank0, log_values, published_scalars
+from paddle_mnist_hapi.callbacks.base import (
+    RunningMean,
+    StatefulCallback,
+    is_rank0,
+    log_values,
+    published_scalars,
+    scalar,
+)
 from paddle_mnist_hapi.callbacks.lr import current_lr
 from paddle_mnist_hapi.errors import ConfigError, PaddleMnistError
 from paddle_mnist_hapi.metrics_file import plot_metrics, read_metrics
@@ -140,12 +147,12 @@ class MetricsLog(StatefulCallback):
 
     def on_train_batch_end(self, step: int, logs: dict[str, Any] | None = None) -> None:
         self.global_step += 1
-        values = log_values(logs)
-        if "loss" in values:
-            self._epoch_loss.add(values["loss"], float((logs or {}).get("batch_size") or 1))
+        loss = (logs or {}).get("loss")
+        if loss is not None:
+            self._epoch_loss.add(scalar(loss), float((logs or {}).get("batch_size") or 1))
         extra = published_scalars(self.model)
         if self.global_step % self.log_freq == 0 or extra:
-            self._write("step", {**self._with_lr(values), **extra}, self.epoch)
+            self._write("step", {**self._with_lr(log_values(logs)), **extra}, self.epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         values = log_values(logs)

@@ -46,7 +46,14 @@ import numpy as np
 import paddle
 
 from paddle_mnist_hapi._private.checks import check_int
-from paddle_mnist_hapi.callbacks.base import RunningMean, StatefulCallback, is_rank0, log_values, published_scalars
+from paddle_mnist_hapi.callbacks.base import (
+    RunningMean,
+    StatefulCallback,
+    is_rank0,
+    log_values,
+    published_scalars,
+    scalar,
+)
 from paddle_mnist_hapi.callbacks.lr import current_lr
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -334,15 +341,16 @@ class VisualDL(StatefulCallback):
         self._batch_size = self._batch_size or batch_size
         samples += batch_size
         self._window = (started, samples)
-        values = log_values(logs)
-        if "loss" in values:
-            self._epoch_loss.add(values["loss"], float(batch_size or 1))
+        loss = (logs or {}).get("loss")
+        if loss is not None:
+            self._epoch_loss.add(scalar(loss), float(batch_size or 1))
         extra = published_scalars(self.model)
         if extra:
             self._scalars("health", extra)
         if self.global_step % self.log_freq:
             return
         now = time.perf_counter()
+        values = log_values(logs)
         if self._lr is not None:
             values["lr"] = self._lr
         if now > started and samples:
