@@ -10,6 +10,12 @@ them under their ``key``, without the user wiring anything.
 A callback resets its state in ``on_train_begin`` unless state was loaded for
 this ``fit`` (``ResumeCkpt`` may run before or after it in the list).
 
+Two more things every library callback shares: ``set_model`` makes the model's
+evaluations report the mean loss over the evaluation set (``eval_loss``), and
+:func:`publish_scalars` / :func:`published_scalars` let a producer of extra
+per-batch scalars (``TrainingHealth``) reach the writers (``VisualDL``,
+``MetricsLog``) whatever their order in the list.
+
 Examples:
     >>> class Counter(StatefulCallback):
     ...     def reset_state(self):
