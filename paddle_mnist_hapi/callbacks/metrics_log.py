@@ -184,9 +184,13 @@ class MetricsLog(StatefulCallback):
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([package_root, env.get("PYTHONPATH", "")])
         command = [sys.executable, "-m", "paddle_mnist_hapi.metrics_file", str(self.path), str(self.plots_dir)]
-        self._plotter = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
-        )
+        try:
+            self._plotter = subprocess.Popen(
+                command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True
+            )
+        except OSError as exc:  # no way to start a process here (an embedded interpreter, say): draw in this one
+            log.warning("MetricsLog: drawing the plots in the training process (%s)", exc)
+            plot_metrics(self.path, self.plots_dir)
 
     def wait_plots(self, timeout: float | None = None) -> list[Path]:
         """Wait for the plots of the last ``fit`` (drawn in a background process); return their paths.
