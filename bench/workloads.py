@@ -185,6 +185,7 @@ def all_library_callbacks(output: Path) -> list[paddle.callbacks.Callback]:
         except Exception:  # needs arguments or is abstract: not one to switch on blindly
             continue
         present.add(cls)
+    found.sort(key=lambda c: type(c).__name__ == "EMA")  # EMA goes last, as its docs ask
     return found
 
 

@@ -180,4 +180,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     }
     if rank0:
         (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for callback in callbacks:  # the plots were drawn in the background during evaluation and export
+        if isinstance(callback, MetricsLog):
+            callback.wait_plots()
     return summary

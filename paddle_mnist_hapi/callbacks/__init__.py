@@ -8,6 +8,9 @@ Examples:
 
 from paddle_mnist_hapi.callbacks.base import StatefulCallback, scalar, stateful_callbacks
 from paddle_mnist_hapi.callbacks.early_stopping import EarlyStopping
+from paddle_mnist_hapi.callbacks.ema import EMA
+from paddle_mnist_hapi.callbacks.eval_loss import mean_eval_loss
+from paddle_mnist_hapi.callbacks.health import TrainingHealth
 from paddle_mnist_hapi.callbacks.lr import LRStepper, ReduceLROnPlateau, ScaledLR, current_lr
 from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog, plot_metrics, read_metrics
 from paddle_mnist_hapi.callbacks.monitor import MonitorCallback, infer_mode
@@ -16,6 +19,7 @@ from paddle_mnist_hapi.callbacks.resume import ResumeCkpt, load_weights
 from paddle_mnist_hapi.callbacks.visualdl import VisualDL, prediction_grid
 
 __all__ = [
+    "EMA",
     "EarlyStopping",
     "LRStepper",
     "MetricsLog",
@@ -25,10 +29,12 @@ __all__ = [
     "ResumeCkpt",
     "ScaledLR",
     "StatefulCallback",
+    "TrainingHealth",
     "VisualDL",
     "current_lr",
     "infer_mode",
     "load_weights",
+    "mean_eval_loss",
     "nonfinite_parameters",
     "plot_metrics",
     "prediction_grid",

@@ -10,6 +10,12 @@ them under their ``key``, without the user wiring anything.
 A callback resets its state in ``on_train_begin`` unless state was loaded for
 this ``fit`` (``ResumeCkpt`` may run before or after it in the list).
 
+Two more things every library callback shares: ``set_model`` makes the model's
+evaluations report the mean loss over the evaluation set (``eval_loss``), and
+:func:`publish_scalars` / :func:`published_scalars` let a producer of extra
+per-batch scalars (``TrainingHealth``) reach the writers (``VisualDL``,
+``MetricsLog``) whatever their order in the list.
+
 Examples:
     >>> class Counter(StatefulCallback):
     ...     def reset_state(self):
@@ -33,7 +39,16 @@ import paddle
 
 from paddle_mnist_hapi.errors import ConfigError
 
-__all__ = ["StatefulCallback", "is_rank0", "log_values", "scalar", "stateful_callbacks"]
+__all__ = [
+    "RunningMean",
+    "StatefulCallback",
+    "is_rank0",
+    "log_values",
+    "publish_scalars",
+    "published_scalars",
+    "scalar",
+    "stateful_callbacks",
+]
 
 
 def is_rank0() -> bool:
@@ -104,6 +119,65 @@ def log_values(logs: dict[str, Any] | None) -> dict[str, float]:
     return values
 
 
+_SCALARS_ATTRIBUTE = "_paddle_mnist_hapi_scalars"
+
+
+def publish_scalars(model: Any, source: str, values: dict[str, float] | None) -> None:
+    """Offer this batch's extra scalars (e.g. gradient norms) to the logging callbacks.
+
+    A producer (``TrainingHealth``) publishes under its own ``source`` before the
+    batch's ``on_train_batch_end`` (in ``on_train_batch_begin`` or while the batch
+    trains) and clears its entry (``values=None``) at the next batch's begin.
+    ``VisualDL`` and ``MetricsLog`` read :func:`published_scalars` in
+    ``on_train_batch_end``, so their order in the callback list does not matter.
+
+    Examples:
+        >>> class Model: pass
+        >>> model = Model()
+        >>> publish_scalars(model, "health", {"grad_norm": 1.5}); published_scalars(model)
+        {'grad_norm': 1.5}
+        >>> publish_scalars(model, "health", None); published_scalars(model)
+        {}
+    """
+    board = model.__dict__.setdefault(_SCALARS_ATTRIBUTE, {})
+    if values:
+        board[source] = dict(values)
+    else:
+        board.pop(source, None)
+
+
+def published_scalars(model: Any) -> dict[str, float]:
+    """The extra scalars published for the current batch, by name (see :func:`publish_scalars`)."""
+    board = getattr(model, "__dict__", {}).get(_SCALARS_ATTRIBUTE) or {}
+    return {name: value for values in board.values() for name, value in values.items()}
+
+
+class RunningMean:
+    """A sample-weighted running mean (e.g. of an epoch's batch losses) whose state is two JSON floats.
+
+    Examples:
+        >>> mean = RunningMean()
+        >>> mean.add(1.0, 64); mean.add(4.0, 32)
+        >>> mean.value, mean.state()
+        (2.0, [192.0, 96.0])
+    """
+
+    def __init__(self, state: list[float] | None = None) -> None:
+        self.total, self.weight = (float(state[0]), float(state[1])) if state else (0.0, 0.0)
+
+    def add(self, value: float, weight: float = 1.0) -> None:
+        self.total += value * weight
+        self.weight += weight
+
+    @property
+    def value(self) -> float | None:
+        """The mean, or None before anything was added."""
+        return self.total / self.weight if self.weight else None
+
+    def state(self) -> list[float]:
+        return [self.total, self.weight]
+
+
 class StatefulCallback(paddle.callbacks.Callback):
     """Base class of the library's callbacks that have state to resume.
 
@@ -118,6 +192,13 @@ class StatefulCallback(paddle.callbacks.Callback):
         super().__init__()
         self._state_loaded = False
         self.reset_state()
+
+    def set_model(self, model: Any) -> None:
+        """hapi's hook; also makes the model's evaluations report the mean loss (see ``eval_loss``)."""
+        from paddle_mnist_hapi.callbacks.eval_loss import mean_eval_loss
+
+        super().set_model(model)
+        mean_eval_loss(model)
 
     @property
     def key(self) -> str:

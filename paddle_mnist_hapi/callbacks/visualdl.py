@@ -6,8 +6,13 @@ at every ``fit``. This one writes, on one global step that continues across
 ``fit`` calls and resumes (its resumable state):
 
 - ``train/loss``, ``train/<metric>``, ``train/lr``, ``train/samples_per_sec`` every ``log_freq`` batches;
-- ``eval/<metric>`` after each evaluation, and ``eval/samples``: a grid of test
-  images with their true and predicted labels, misclassified ones first (red);
+- ``epoch/loss`` (the epoch's mean training loss), ``epoch/<metric>`` and
+  ``epoch/lr`` (the rate of its last batch) at every epoch end, like Keras's
+  ``epoch_*`` tags, so even a short run draws its curves;
+- ``health/*`` (gradient and parameter norms) when a ``TrainingHealth`` callback publishes them;
+- ``eval/<metric>`` after each evaluation (``eval/loss`` is the mean over the
+  evaluation set), and ``eval/samples``: a grid of test images with their true
+  and predicted labels, misclassified ones first (red);
 - ``weights/<parameter>`` histograms every ``histogram_freq`` epochs;
 - the run's hyper-parameters (VisualDL's HYPER PARAMETERS page, and as text).
 
@@ -22,7 +27,7 @@ Examples:
     >>> import tempfile
     >>> board = VisualDL(tempfile.mkdtemp(), log_freq=20, histogram_freq=1, hparams={"seed": 0})
     >>> board.global_step, board.state_dict()
-    (0, {'global_step': 0, 'epoch': 0, 'file': None})
+    (0, {'global_step': 0, 'epoch': 0, 'file': None, 'epoch_loss': [0.0, 0.0]})
 """
 
 from __future__ import annotations
@@ -41,7 +46,14 @@ import numpy as np
 import paddle
 
 from paddle_mnist_hapi._private.checks import check_int
-from paddle_mnist_hapi.callbacks.base import StatefulCallback, is_rank0, log_values
+from paddle_mnist_hapi.callbacks.base import (
+    RunningMean,
+    StatefulCallback,
+    is_rank0,
+    log_values,
+    published_scalars,
+    scalar,
+)
 from paddle_mnist_hapi.callbacks.lr import current_lr
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -226,15 +238,22 @@ class VisualDL(StatefulCallback):
     def reset_state(self) -> None:
         self.global_step = 0
         self.epoch = 0
+        self._epoch_loss = RunningMean()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"global_step": self.global_step, "epoch": self.epoch, "file": self._file_name}
+        return {
+            "global_step": self.global_step,
+            "epoch": self.epoch,
+            "file": self._file_name,
+            "epoch_loss": self._epoch_loss.state(),
+        }
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self._close()
         self.global_step = int(state["global_step"])
         self.epoch = int(state["epoch"])
         self._file_name = state.get("file")
+        self._epoch_loss = RunningMean(state.get("epoch_loss"))
         self._resumed_at = self.global_step
 
     # -- writing -------------------------------------------------------------------------------------
@@ -322,6 +341,12 @@ class VisualDL(StatefulCallback):
         self._batch_size = self._batch_size or batch_size
         samples += batch_size
         self._window = (started, samples)
+        loss = (logs or {}).get("loss")
+        if loss is not None:
+            self._epoch_loss.add(scalar(loss), float(batch_size or 1))
+        extra = published_scalars(self.model)
+        if extra:
+            self._scalars("health", extra)
         if self.global_step % self.log_freq:
             return
         now = time.perf_counter()
@@ -334,6 +359,14 @@ class VisualDL(StatefulCallback):
         self._window = (now, 0)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        values = log_values(logs)
+        mean = self._epoch_loss.value
+        if mean is not None:
+            values["loss"] = mean  # hapi's epoch logs hold the last batch's loss
+        if self._lr is not None:
+            values["lr"] = self._lr
+        self._scalars("epoch", values)
+        self._epoch_loss = RunningMean()
         self.epoch += 1
         if self.histogram_freq and self.epoch % self.histogram_freq == 0 and self.model is not None:
             writer = self.writer()

@@ -155,11 +155,83 @@ def test_fit_writes_the_file_and_plots_and_a_resumed_run_equals_the_straight_one
     assert [r["step"] for r in records if r["kind"] == "step"] == [3, 6, 9, 12, 15]
     assert all(0 <= r["acc"] <= 1 and r["loss"] > 0 and r["lr"] == 0.002 for r in records if r["kind"] == "step")
     assert records[-1]["acc"] > 0.5  # eval accuracy of real LeNet after 2 short epochs
+    drawn = straight.wait_plots(timeout=120)  # drawn in a background process, off the training thread
+    assert sorted(p.name for p in drawn) == ["accuracy.png", "loss.png", "lr.png"]
     assert sorted(p.name for p in straight.plots_dir.iterdir()) == ["accuracy.png", "loss.png", "lr.png"]
 
-    fit(tmp_path, train, test, epochs=1, run="resumed")  # "killed" after epoch 1 ...
+    fit(tmp_path, train, test, epochs=1, run="resumed").wait_plots(timeout=120)  # "killed" after epoch 1 ...
     path = tmp_path / "resumed" / "metrics.jsonl"
     with path.open("a") as file:  # ... having written a record past its checkpoint
         file.write('{"kind": "step", "step": 9, "epoch": 1, "loss": 9.9}\n{"kind": "st')
-    fit(tmp_path, train, test, epochs=2, run="resumed")  # the same script, run again: resumes at epoch 2
+    fit(tmp_path, train, test, epochs=2, run="resumed").wait_plots(timeout=120)  # run again: resumes at epoch 2
     assert path.read_text() == straight.path.read_text()
+
+
+def test_epoch_records_hold_the_epochs_mean_loss_its_metrics_and_its_last_learning_rate(tmp_path):
+    path = tmp_path / "m.jsonl"
+    metrics = MetricsLog(path, log_freq=100)
+    metrics.on_train_begin()
+    for epoch, (losses, sizes) in enumerate((([1.0, 2.0, 4.0], [64, 64, 32]), ([0.5, 0.25], [64, 16]))):
+        for step, (loss, size) in enumerate(zip(losses, sizes, strict=True)):
+            metrics.on_train_batch_begin(step)
+            metrics._lr = 0.1 / (epoch * 10 + step + 1)  # what current_lr(model) read for this batch
+            metrics.on_train_batch_end(step, {"loss": [loss], "acc": 0.25 * (step + 1), "batch_size": size})
+        metrics.on_epoch_end(epoch, {"loss": [losses[-1]], "acc": 0.9 - epoch, "step": step, "batch_size": size})
+    metrics.on_train_end()
+    epochs = [r for r in read_metrics(path) if r["kind"] == "epoch"]
+    assert epochs[0]["loss"] == pytest.approx((64 * 1.0 + 64 * 2.0 + 32 * 4.0) / 160)  # not hapi's last-batch 4.0
+    assert epochs[1]["loss"] == pytest.approx((64 * 0.5 + 16 * 0.25) / 80)
+    assert [r["acc"] for r in epochs] == [0.9, pytest.approx(-0.1)]  # hapi's epoch metrics, as they are
+    assert [r["lr"] for r in epochs] == [pytest.approx(0.1 / 3), pytest.approx(0.1 / 12)]  # the last batch's rate
+    assert [r["step"] for r in epochs] == [3, 5]
+
+
+def test_the_epoch_mean_resumes_mid_epoch(tmp_path):
+    def batches(metrics, epoch, steps):
+        for step in steps:
+            metrics.on_train_batch_begin(step)
+            metrics.on_train_batch_end(step, {"loss": [1.0 + step], "batch_size": 8 + step})
+        if steps[-1] == 3:
+            metrics.on_epoch_end(epoch, {"loss": [4.0]})
+
+    straight = MetricsLog(tmp_path / "a.jsonl", log_freq=100)
+    batches(straight, 0, range(4))
+    straight.on_train_end()
+    first = MetricsLog(tmp_path / "b.jsonl", log_freq=100)
+    batches(first, 0, range(2))
+    state = json.loads(json.dumps(first.state_dict()))  # a mid-epoch checkpoint, then the process died
+    resumed = MetricsLog(tmp_path / "b.jsonl", log_freq=100)
+    resumed.load_state_dict(state)
+    resumed.on_train_begin()
+    batches(resumed, 0, range(2, 4))
+    resumed.on_train_end()
+    assert (tmp_path / "b.jsonl").read_text() == (tmp_path / "a.jsonl").read_text()
+
+
+def test_plot_metrics_leaves_the_users_matplotlib_backend_alone(tmp_path):
+    import matplotlib
+
+    rows = [
+        {"kind": "step", "step": s, "epoch": 0, "loss": 1.0 / s, "acc": 0.5, "lr": 0.01, "grad_norm": 2.0 / s,
+         "param_norm": 10.0 + s}
+        for s in (1, 2, 3)
+    ]  # fmt: skip
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    before = matplotlib.get_backend()
+    matplotlib.use("svg", force=True)  # a notebook's, say
+    try:
+        paths = plot_metrics(tmp_path / "m.jsonl", tmp_path / "plots")
+        assert [p.name for p in paths] == ["loss.png", "accuracy.png", "lr.png", "health.png"]
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before, force=True)
+
+
+def test_path_none_writes_metrics_jsonl_in_the_run_directory(tmp_path, mnist_train_small):
+    metrics = MetricsLog(log_freq=2)
+    assert metrics.path is None
+    model = lenet(0.002)
+    model.fit(first(mnist_train_small, 128), batch_size=64, epochs=1, verbose=0, save_dir=str(tmp_path / "run"),
+              callbacks=[metrics])  # fmt: skip
+    assert metrics.path == tmp_path / "run" / "metrics.jsonl"
+    assert [(r["kind"], r["step"]) for r in read_metrics(metrics.path)] == [("step", 2), ("epoch", 2)]

@@ -161,6 +161,39 @@ def test_a_resumed_fit_continues_the_same_log_without_repeating_steps(tmp_path, 
     assert scalars("resumed", "eval/acc") == scalars("straight", "eval/acc")
 
 
+class BatchLosses(paddle.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, step, logs=None):
+        self.losses.append(float(logs["loss"][0]))
+
+
+def test_a_new_users_short_run_gets_epoch_curves(tmp_path, mnist_train_small):
+    """2 epochs of 8 steps with the default log_freq=10: one per-step point, but a point per epoch."""
+    from visualdl import LogReader
+
+    schedule = polynomial_decay(epochs=2, steps_per_epoch=8, start_lr=0.004, end_lr=0.0004)
+    losses = BatchLosses()
+    board = VisualDL(tmp_path / "vdl", images=0)
+    lenet(schedule).fit(first(mnist_train_small, 512), batch_size=64, epochs=2, verbose=0,
+                        callbacks=[board, LRStepper(), losses])  # fmt: skip
+    (file,) = (tmp_path / "vdl").iterdir()
+    reader = LogReader(file_path=str(file))
+
+    def scalars(tag: str) -> list[tuple[int, float]]:
+        return [(r.id, r.value) for r in reader.get_data("scalar", tag)]
+
+    assert [step for step, _ in scalars("train/loss")] == [10]
+    assert [step for step, _ in scalars("epoch/loss")] == [8, 16]
+    means = [float(np.mean(losses.losses[:8])), float(np.mean(losses.losses[8:]))]
+    assert [value for _, value in scalars("epoch/loss")] == pytest.approx(means, rel=1e-5)  # the epoch's mean
+    lrs = [value for _, value in scalars("epoch/lr")]
+    assert lrs[0] > lrs[1] > 0.0004  # the schedule is seen decaying
+    assert len(scalars("epoch/acc")) == 2
+
+
 def test_only_rank_0_writes(tmp_path, monkeypatch):
     monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
     assert paddle.distributed.ParallelEnv().local_rank == 1
@@ -219,6 +252,7 @@ def test_served_scalars_are_on_one_global_step(served):
     server, run = served.server, served.run
     assert set(server.api("scalar/tags")["tags"][0]) == {
         "train/loss", "train/acc", "train/lr", "train/samples_per_sec", "eval/loss", "eval/acc",
+        "epoch/loss", "epoch/acc", "epoch/lr",
     }  # fmt: skip
     loss = server.api("scalar/list", run=run, tag="train/loss")
     assert [step for _, step, _ in loss] == list(range(2, 25, 2))  # one count across both fits
@@ -229,6 +263,9 @@ def test_served_scalars_are_on_one_global_step(served):
         values.append(expected())
         expected.step()
     assert [value for _, _, value in lr] == pytest.approx(values[1::2], rel=1e-6)  # the lr batches 2, 4, ... used
+    epoch_lr = server.api("scalar/list", run=run, tag="epoch/lr")
+    assert [step for _, step, _ in epoch_lr] == [8, 16, 24]
+    assert [value for _, _, value in epoch_lr] == pytest.approx(values[7::8], rel=1e-6)  # each epoch's last batch
     assert all(v > 100 for _, _, v in server.api("scalar/list", run=run, tag="train/samples_per_sec"))
     acc = server.api("scalar/list", run=run, tag="eval/acc")
     assert [step for _, step, _ in acc] == [8, 16, 24]

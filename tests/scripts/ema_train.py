@@ -1,0 +1,73 @@
+"""A training script with ``EMA`` and ``ResumeCkpt``; the EMA resume test runs it and kills it.
+
+LeNet-5 plus dropout on a real MNIST subset, a per-update polynomial schedule,
+``accumulate_grad_batches=2``, shuffling, evaluation every epoch (on the
+averaged weights), mid-epoch checkpoints. Writes the final network weights to
+OUT.params.npz, the EMA's averaged weights to OUT.ema.npz, and a summary to OUT.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import paddle
+
+from paddle_mnist_hapi import MNIST, create_model, specs_for
+from paddle_mnist_hapi.callbacks import EMA, LRStepper, ResumeCkpt
+from paddle_mnist_hapi.schedules import polynomial_decay
+
+
+class Pace(paddle.callbacks.Callback):
+    """Counts the batches this process trained; sleeps after each so that a test can kill it mid-run."""
+
+    def __init__(self, sleep: float) -> None:
+        super().__init__()
+        self.sleep, self.here = sleep, 0
+
+    def on_train_batch_end(self, step, logs=None):
+        self.here += 1
+        if self.sleep:
+            time.sleep(self.sleep)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--save-dir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--sleep", type=float, default=0.0)
+    args = parser.parse_args()
+
+    paddle.seed(0)
+    np.random.seed(0)
+    net = paddle.nn.Sequential(create_model("lenet5"), paddle.nn.Dropout(0.2))
+    model = paddle.Model(net, *specs_for("lenet5"))
+    schedule = polynomial_decay(args.epochs, 10, start_lr=0.01, end_lr=0.001, accumulate_grad_batches=2)
+    model.prepare(
+        paddle.optimizer.Adam(schedule, parameters=net.parameters()),
+        paddle.nn.CrossEntropyLoss(),
+        paddle.metric.Accuracy(),
+    )
+    ema = EMA(decay=0.9, keep="trained")
+    ckpt = ResumeCkpt(args.save_dir, every_n_steps=4, keep_last=2)
+    pace = Pace(args.sleep)
+    model.fit(
+        MNIST("train", limit=640),
+        MNIST("test", limit=128),
+        batch_size=64,
+        epochs=args.epochs,
+        verbose=0,
+        accumulate_grad_batches=2,
+        callbacks=[ckpt, LRStepper(), pace, ema],
+    )
+    np.savez(args.out + ".params.npz", **{k: v.numpy() for k, v in net.state_dict().items()})
+    np.savez(args.out + ".ema.npz", **ema.averaged_weights())
+    with open(args.out + ".json", "w") as fh:
+        json.dump({"here": pace.here, "updates": ema.updates, "report": ckpt.report}, fh)
+
+
+if __name__ == "__main__":
+    main()

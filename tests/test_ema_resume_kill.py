@@ -1,0 +1,66 @@
+"""``EMA`` under SIGKILL: a killed and re-run training ends with the network's weights AND the
+averaged weights bit-identical to an uninterrupted run (real subprocesses, real MNIST)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import PYTHON, ROOT
+
+SCRIPT = str(ROOT / "tests/scripts/ema_train.py")
+pytestmark = pytest.mark.slow
+
+
+def _command(save_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [PYTHON, SCRIPT, "--save-dir", str(save_dir), "--out", str(out), *extra]
+
+
+def _run(save_dir: Path, out: Path, env: dict[str, str]) -> dict:
+    proc = subprocess.run(_command(save_dir, out), capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(Path(str(out) + ".json").read_text())
+
+
+def _same(a: Path, b: Path, suffix: str) -> None:
+    with np.load(str(a) + suffix) as x, np.load(str(b) + suffix) as y:
+        assert sorted(x.files) == sorted(y.files) and x.files
+        for key in x.files:
+            assert np.array_equal(x[key], y[key]), f"{suffix}: {key} differs"
+
+
+def test_sigkilled_run_with_ema_resumes_bit_identical(tmp_path, subprocess_env):
+    reference = _run(tmp_path / "ref-ckpt", tmp_path / "ref", subprocess_env)
+    assert reference["updates"] == 15  # 3 epochs x 10 batches, one update per 2 batches
+
+    save_dir, out = tmp_path / "ckpt", tmp_path / "run"
+    proc = subprocess.Popen(
+        _command(save_dir, out, "--sleep", "0.1"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    try:  # kill mid-way through epoch 2, after a mid-epoch checkpoint of it
+        while not any(int(c.name[5:]) >= 12 for c in save_dir.glob("ckpt-*")):
+            assert proc.poll() is None, "training ended before the kill point"
+            assert time.monotonic() < deadline, "kill point not reached in time"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not Path(str(out) + ".json").exists()
+
+    done = _run(save_dir, out, subprocess_env)
+    assert done["report"]["resumed_from"] is not None and "EMA" in done["report"]["callbacks_restored"]
+    assert 0 < done["here"] < 30  # it really resumed: fewer batches ran in the second process
+    assert done["updates"] == reference["updates"]
+    _same(out, tmp_path / "ref", ".params.npz")
+    _same(out, tmp_path / "ref", ".ema.npz")
+    with np.load(str(out) + ".params.npz") as params, np.load(str(out) + ".ema.npz") as ema:
+        assert not all(np.array_equal(params[k], ema[k]) for k in ema.files)  # keep="trained": two weight sets
