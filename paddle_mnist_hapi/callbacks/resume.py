@@ -203,6 +203,13 @@ class ResumeCkpt(paddle.callbacks.Callback):
         return {"checkpoint": str(info.path), "epoch": info.state["epoch"], "global_step": info.global_step}
 
     # ------------------------------------------------------------ hapi hooks
+    def set_model(self, model: Any) -> None:
+        """hapi's hook; evaluations then report the mean loss, as with every callback of the library."""
+        from paddle_mnist_hapi.callbacks.eval_loss import mean_eval_loss
+
+        super().set_model(model)
+        mean_eval_loss(model)
+
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._stop_request.start_clock()
         self._loop = loop = hapi_loop.find_fit_loop()
