@@ -140,3 +140,34 @@ def test_without_eval_data_it_warns_that_it_cannot_stop(mnist_train_small, caplo
     lenet().fit(first(mnist_train_small, 128), batch_size=64, epochs=2, verbose=0, callbacks=[stop])
     assert "fit got no eval_data, so it will never stop" in caplog.text
     assert stop.stopped_epoch == 0 and stop.epoch == 1
+
+
+def test_paddles_positional_order_monitor_mode_patience():
+    stop = EarlyStopping("acc", "max", 3)
+    assert (stop.monitor, stop.mode, stop.patience, stop.verbose, stop.save_best_model) == ("acc", "max", 3, 1, True)
+
+
+def _resumable_run(run_dir, train, test, epochs):
+    from paddle_mnist_hapi.callbacks import ResumeCkpt
+
+    model = lenet()
+    # min_delta=10: only the first evaluation is an improvement; patience 9: it never stops here.
+    stop = EarlyStopping("loss", patience=9, min_delta=10.0, verbose=0, restore_best_weights=True)
+    model.fit(train, test, batch_size=64, epochs=epochs, verbose=0, callbacks=[ResumeCkpt(run_dir), stop])
+    return model, stop
+
+
+def test_best_weights_survive_a_resume(tmp_path, mnist_train_small, mnist_test_small):
+    train, test = first(mnist_train_small, 256), first(mnist_test_small, 64)
+    straight, _ = _resumable_run(tmp_path / "straight", train, test, epochs=3)
+    _resumable_run(tmp_path / "resumed", train, test, epochs=1)  # interrupted after epoch 1, the best one
+    resumed, stop = _resumable_run(tmp_path / "resumed", train, test, epochs=3)  # a new model, same script
+    assert stop.best_epoch == 0 and stop.epoch == 2
+    final = {k: v.numpy() for k, v in resumed.network.state_dict().items()}
+    expected = {k: v.numpy() for k, v in straight.network.state_dict().items()}
+    assert all(np.array_equal(final[k], expected[k]) for k in expected)  # the best (epoch 1) weights, restored
+    from paddle_mnist_hapi.callbacks import load_weights
+
+    last = lenet()
+    load_weights(last, tmp_path / "resumed")  # the newest checkpoint: epoch 3's weights
+    assert not np.array_equal(last.network.state_dict()["features.0.weight"].numpy(), final["features.0.weight"])
