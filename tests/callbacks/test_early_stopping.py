@@ -166,7 +166,7 @@ def test_best_weights_survive_a_resume(tmp_path, mnist_train_small, mnist_test_s
     final = {k: v.numpy() for k, v in resumed.network.state_dict().items()}
     expected = {k: v.numpy() for k, v in straight.network.state_dict().items()}
     assert all(np.array_equal(final[k], expected[k]) for k in expected)  # the best (epoch 1) weights, restored
-    from paddle_mnist_hapi.callbacks import load_weights
+    from paddle_mnist_hapi import load_weights
 
     last = lenet()
     load_weights(last, tmp_path / "resumed")  # the newest checkpoint: epoch 3's weights

@@ -9,7 +9,8 @@ import paddle
 import pytest
 from fit_helpers import Recorder, first, lenet
 
-from paddle_mnist_hapi.callbacks import LRStepper, ReduceLROnPlateau, ResumeCkpt, ScaledLR, current_lr
+from paddle_mnist_hapi.callbacks import LRStepper, ReduceLROnPlateau, ResumeCkpt
+from paddle_mnist_hapi.callbacks.lr import ScaledLR, current_lr
 from paddle_mnist_hapi.errors import ConfigError
 from paddle_mnist_hapi.schedules import one_cycle, piecewise, polynomial_decay, total_updates, warmup_cosine
 
