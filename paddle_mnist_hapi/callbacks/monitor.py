@@ -39,28 +39,37 @@ _HIGHER_IS_BETTER = ("acc", "precision", "recall", "f1", "auc", "iou")
 
 
 def infer_mode(monitor: str) -> Literal["min", "max"]:
-    """``'max'`` for accuracy-like names, ``'min'`` for everything else (Paddle's ``mode='auto'`` rule).
+    """``'max'`` for accuracy-like names, ``'min'`` for losses and errors.
 
-    Paddle's rule is ``'acc' in monitor``; precision, recall, F1, AUC and IoU
-    count as higher-is-better here too. A name that is neither accuracy-like
-    nor loss-like gets ``'min'``, as in Paddle, with a warning that says so.
+    Raises:
+        ConfigError: the name says neither; pass ``mode`` explicitly.
 
     Examples:
-        >>> infer_mode("acc_top5"), infer_mode("loss"), infer_mode("auc")
+        >>> infer_mode("acc_top5"), infer_mode("loss"), infer_mode("miou")
         ('max', 'min', 'max')
     """
     name = monitor.lower().rsplit("/", 1)[-1]
     if any(k in name for k in _HIGHER_IS_BETTER):
         return "max"
-    if not any(k in name for k in ("loss", "err", "mae", "mse")):
+    if any(k in name for k in ("loss", "err", "mae", "mse")):
+        return "min"
+    raise ConfigError(
+        f"Cannot tell whether {monitor!r} should go up or down. Pass mode='min' or mode='max'. "
+        f"Received: monitor={monitor!r}, mode='auto'"
+    )
+
+
+def _auto_mode(monitor: str) -> Literal["min", "max"]:
+    """``mode='auto'`` as Paddle's callbacks resolve it: a name that says neither means ``'min'``, with a warning."""
+    try:
+        return infer_mode(monitor)
+    except ConfigError as error:
         warnings.warn(
-            f"Cannot tell whether {monitor!r} should go up or down; assuming lower is better (mode='min', "
-            f"Paddle's rule for names without 'acc'). Pass mode='max' if higher is better. "
-            f"Received: monitor={monitor!r}, mode='auto'",
+            f"{error} Assuming lower is better (mode='min'), as Paddle does for names without 'acc'.",
             UserWarning,
             stacklevel=4,
         )
-    return "min"
+        return "min"
 
 
 class MonitorCallback(StatefulCallback):
@@ -69,8 +78,8 @@ class MonitorCallback(StatefulCallback):
     Args:
         monitor (str, optional): metric name in hapi's logs. Default: ``'loss'``.
         mode (str, optional): ``'min'``, ``'max'`` or ``'auto'`` (from the name, see
-            :func:`infer_mode`); an unknown mode warns and falls back to ``'auto'``,
-            as in Paddle. Default: ``'auto'``.
+            :func:`infer_mode`; a name that says neither means ``'min'``, with a warning);
+            an unknown mode warns and falls back to ``'auto'``, as in Paddle. Default: ``'auto'``.
         min_delta (float, optional): smallest change that counts as an improvement
             (its absolute value, as in Paddle). Default: 0.
         baseline (float, optional): a value the metric must beat before anything counts. Default: None.
@@ -112,7 +121,7 @@ class MonitorCallback(StatefulCallback):
         if isinstance(verbose, bool) or not isinstance(verbose, int):
             raise ConfigError(f"verbose must be 0 or 1. Received: verbose={verbose!r}")
         self.monitor = monitor
-        self.mode: Literal["min", "max"] = infer_mode(monitor) if mode == "auto" else mode
+        self.mode: Literal["min", "max"] = _auto_mode(monitor) if mode == "auto" else mode
         self.min_delta = abs(float(min_delta))
         self.baseline = baseline
         self.source = source
