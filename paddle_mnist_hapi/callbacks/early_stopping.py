@@ -150,6 +150,12 @@ class EarlyStopping(MonitorCallback, paddle.callbacks.EarlyStopping):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
+        if self.restore_best_weights and not paddle.in_dynamic_mode():
+            raise ConfigError(
+                "EarlyStopping(restore_best_weights=True) keeps weights in dynamic-graph mode only, but "
+                "paddle.enable_static() is on. Use save_best_model=True with fit(save_dir=...) and "
+                "model.load(save_dir + '/best_model'), or train in dynamic mode. Received: restore_best_weights=True"
+            )
         if self.source == "eval" and self.model is not None and getattr(self.model, "_test_dataloader", 1) is None:
             log.warning(
                 "EarlyStopping watches the evaluation's %r, but fit got no eval_data, so it will never stop "
