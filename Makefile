@@ -46,3 +46,10 @@ bench: install
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info
+
+# The core test suites under each supported Paddle release, each in its own venv under .compat/
+# (git-ignored, ~1.2 GB each); writes docs/compat.md. For releases and pin bumps, not CI.
+# COMPAT_ARGS="--versions 3.0.0 3.3.1" picks releases.
+.PHONY: compat
+compat: install
+	$(BIN)/python tools/compat.py $(COMPAT_ARGS)

@@ -16,7 +16,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from paddle_mnist_hapi import errors as _errors
+from paddle_mnist_hapi._private import paddle_version as _paddle_version
+from paddle_mnist_hapi.errors import (
+    CheckpointError,
+    CheckpointMismatchError,
+    ConfigError,
+    DataCorruptError,
+    DataNotFoundError,
+    DeviceError,
+    ExportError,
+    ImageError,
+    PaddleMnistError,
+    PaddleVersionError,
+    UnknownModelError,
+)
+
 __version__ = "0.1.0"
+
+_paddle_version.check(_paddle_version.installed_version())  # one clear error for an unsupported Paddle
 
 # public name -> module that defines it
 _ATTRIBUTES = {
@@ -33,6 +51,7 @@ _ATTRIBUTES = {
     "set_device": "paddle_mnist_hapi.device",
     "export_model": "paddle_mnist_hapi.export",
     "Predictor": "paddle_mnist_hapi.predict",
+    "load_weights": "paddle_mnist_hapi.callbacks.resume",
 }
 # public submodule -> its full name (the model families live in models/)
 _SUBMODULES = {
@@ -50,8 +69,19 @@ __all__ = [
     "MNIST_FLAT_SPEC",
     "MNIST_IMAGE_SPEC",
     "MNIST_LABEL_SPEC",
+    "CheckpointError",
+    "CheckpointMismatchError",
+    "ConfigError",
+    "DataCorruptError",
+    "DataNotFoundError",
+    "DeviceError",
+    "ExportError",
+    "ImageError",
     "InMemoryLoader",
+    "PaddleMnistError",
+    "PaddleVersionError",
     "Predictor",
+    "UnknownModelError",
     "__version__",
     "callbacks",
     "cnn",
@@ -60,6 +90,7 @@ __all__ = [
     "export_model",
     "lenet",
     "list_models",
+    "load_weights",
     "mlp",
     "register_model",
     "resolve_device",
@@ -70,7 +101,7 @@ __all__ = [
 ]
 
 
-assert set(__all__) == {*_ATTRIBUTES, *_SUBMODULES, "__version__"}
+assert set(__all__) == {*_ATTRIBUTES, *_SUBMODULES, *_errors.__all__, "__version__"}
 
 
 def __getattr__(name: str) -> Any:
@@ -91,6 +122,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from paddle_mnist_hapi import callbacks, data, schedules, specs
+    from paddle_mnist_hapi.callbacks.resume import load_weights
     from paddle_mnist_hapi.data import MNIST, InMemoryLoader
     from paddle_mnist_hapi.device import resolve_device, set_device
     from paddle_mnist_hapi.export import export_model

@@ -4,10 +4,12 @@ Every message says what happened, what was expected and how to fix it, and
 ends with ``Received: ...`` where a value was given. The CLI prints
 ``str(error)`` on one line of stderr and exits non-zero.
 
+Every class here is also importable from the package itself.
+
 Examples:
-    >>> from paddle_mnist_hapi.errors import PaddleMnistError, UnknownModelError
-    >>> issubclass(UnknownModelError, PaddleMnistError)
-    True
+    >>> from paddle_mnist_hapi import ConfigError, PaddleMnistError, UnknownModelError
+    >>> issubclass(UnknownModelError, PaddleMnistError), issubclass(ConfigError, ValueError)
+    (True, True)
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "ExportError",
     "ImageError",
     "PaddleMnistError",
+    "PaddleVersionError",
     "UnknownModelError",
 ]
 
@@ -67,3 +70,7 @@ class ImageError(PaddleMnistError, ValueError):
 
 class ExportError(PaddleMnistError, RuntimeError):
     """An exported model is missing, unreadable or disagrees with the original."""
+
+
+class PaddleVersionError(PaddleMnistError, ImportError):
+    """The installed PaddlePaddle is older than the releases this library supports."""

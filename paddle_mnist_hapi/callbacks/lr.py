@@ -11,7 +11,7 @@ so it works on top of any schedule (and on a constant learning rate).
 Examples:
     >>> import paddle
     >>> from paddle_mnist_hapi.callbacks import LRStepper, ReduceLROnPlateau
-    >>> callbacks = [LRStepper(), ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1)]
+    >>> callbacks = [LRStepper(), ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, verbose=0)]
     >>> isinstance(callbacks[0], paddle.callbacks.LRScheduler)  # so hapi adds no default one
     True
 """
@@ -22,6 +22,7 @@ import logging
 import math
 from typing import Any, Literal
 
+import numpy as np
 import paddle
 
 from paddle_mnist_hapi._private.checks import check_int
@@ -60,6 +61,8 @@ class ScaledLR(paddle.optimizer.lr.LRScheduler):
     Args:
         inner (paddle.optimizer.lr.LRScheduler): the schedule to scale.
         factor (float, optional): the multiplier. Default: 1.0.
+        floor (float, optional): scaling never takes the output below this (nor above the
+            schedule's own value). Default: 0.
 
     Examples:
         >>> lr = ScaledLR(paddle.optimizer.lr.StepDecay(0.1, step_size=1, gamma=0.5), factor=0.1)
@@ -67,10 +70,11 @@ class ScaledLR(paddle.optimizer.lr.LRScheduler):
         (0.01, None, 0.005)
     """
 
-    def __init__(self, inner: paddle.optimizer.lr.LRScheduler, factor: float = 1.0) -> None:
+    def __init__(self, inner: paddle.optimizer.lr.LRScheduler, factor: float = 1.0, floor: float = 0.0) -> None:
         # No super().__init__: it would step the inner schedule once.
         self.inner = inner
         self._factor = float(factor)  # underscored: not part of the schedule's configuration
+        self._floor = float(floor)
         self.base_lr = inner.base_lr
         self.verbose = False
 
@@ -82,9 +86,20 @@ class ScaledLR(paddle.optimizer.lr.LRScheduler):
     def factor(self, value: float) -> None:
         self._factor = float(value)
 
+    @property
+    def floor(self) -> float:
+        return self._floor
+
+    @floor.setter
+    def floor(self, value: float) -> None:
+        self._floor = float(value)
+
     @property  # type: ignore[override]
     def last_lr(self) -> float:
-        return float(self.inner()) * self.factor
+        unscaled = float(self.inner())
+        if self.factor >= 1:
+            return unscaled * self.factor
+        return max(unscaled * self.factor, min(self._floor, unscaled))
 
     @last_lr.setter
     def last_lr(self, value: float) -> None:  # the base class assigns it; the value is derived
@@ -161,25 +176,34 @@ class LRStepper(paddle.callbacks.LRScheduler):
             schedule.step()
 
 
-class ReduceLROnPlateau(MonitorCallback):
+class ReduceLROnPlateau(MonitorCallback, paddle.callbacks.ReduceLROnPlateau):
     """Multiply the learning rate by ``factor`` when ``monitor`` stops improving, on top of any schedule.
 
-    The schedule keeps running; its output is scaled by the accumulated factor
-    (see :class:`ScaledLR`). The factor, the patience counter and the best
-    value are resumable state.
+    A drop-in for ``paddle.callbacks.ReduceLROnPlateau``: Paddle 3.3's arguments in
+    Paddle's order and defaults, and for a constant learning rate the same
+    reductions at the same evaluations. Paddle's does nothing (it only warns) when
+    the learning rate is a schedule; this one keeps the schedule running and
+    scales its output by the accumulated factor (see :class:`ScaledLR`). The
+    factor, the counters and the best value are resumable state.
 
     Args:
         monitor (str, optional): metric in hapi's eval logs (``'loss'``, ``'acc'``). Default: ``'loss'``.
-        factor (float, optional): multiplier per reduction, between 0 and 1. Default: 0.1.
-        patience (int, optional): evaluations without improvement to tolerate; the next one
-            reduces (as in ``EarlyStopping``). Default: 2.
-        min_factor (float, optional): the accumulated factor never goes below this. Default: 1e-3.
-        cooldown (int, optional): evaluations after a reduction that are not counted. Default: 0.
-        min_delta (float, optional): smallest change that counts as an improvement. Default: 0.
-        mode (str, optional): ``'min'``, ``'max'`` or ``'auto'``. Default: ``'auto'``.
+        factor (float, optional): multiplier per reduction, ``new_lr = lr * factor``; a factor
+            >= 1 raises ``ValueError``. Default: 0.1.
+        patience (int, optional): evaluations without improvement after which the learning
+            rate is reduced. Default: 10.
+        verbose (int, optional): 1 prints each reduction, as Paddle does; 0 logs it at DEBUG level. Default: 1.
+        mode (str, optional): ``'min'``, ``'max'`` or ``'auto'`` (``'max'`` for accuracy-like
+            names, else ``'min'``); an unknown mode warns and means ``'auto'``. Default: ``'auto'``.
+        min_delta (float, optional): smallest change that counts as an improvement. Default: 1e-4.
+        cooldown (int, optional): evaluations after a reduction before counting resumes,
+            exactly as Paddle (and Keras) count them. Default: 0.
+        min_lr (float, optional): reductions never take the learning rate below this (a
+            schedule on its own may go lower); once the reduced learning rate (of a schedule:
+            its ``base_lr`` times the factor) is down to ``min_lr``, no more reductions. Default: 0.
 
     Examples:
-        >>> plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0)
+        >>> plateau = ReduceLROnPlateau("loss", 0.5, 0, verbose=0)
         >>> for loss in (1.0, 0.8, 0.9, 0.85):
         ...     plateau.on_eval_end({"loss": [loss]})
         >>> plateau.scale, plateau.wait
@@ -190,48 +214,77 @@ class ReduceLROnPlateau(MonitorCallback):
         self,
         monitor: str = "loss",
         factor: float = 0.1,
-        patience: int = 2,
-        min_factor: float = 1e-3,
-        cooldown: int = 0,
-        min_delta: float = 0.0,
+        patience: int = 10,
+        verbose: int = 1,
         mode: Mode = "auto",
+        min_delta: float = 1e-4,
+        cooldown: int = 0,
+        min_lr: float = 0,
     ) -> None:
-        if not isinstance(factor, (int, float)) or not 0 < factor < 1:
+        super().__init__(monitor, mode, min_delta, verbose=verbose)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or math.isnan(factor):
+            raise ConfigError(f"factor must be a number between 0 and 1 (exclusive). Received: factor={factor!r}")
+        if factor >= 1.0:  # Paddle's ValueError (ConfigError is one)
+            raise ConfigError(
+                f"ReduceLROnPlateau does not support a factor >= 1.0: it must reduce the learning rate. "
+                f"Pass a factor between 0 and 1. Received: factor={factor!r}"
+            )
+        if factor <= 0:
             raise ConfigError(f"factor must be between 0 and 1 (exclusive). Received: factor={factor!r}")
         check_int("patience", patience)
         check_int("cooldown", cooldown)
-        if not isinstance(min_factor, (int, float)) or not 0 <= min_factor <= 1 or math.isnan(min_factor):
-            raise ConfigError(f"min_factor must be between 0 and 1. Received: min_factor={min_factor!r}")
+        if isinstance(min_lr, bool) or not isinstance(min_lr, (int, float)) or not min_lr >= 0:
+            raise ConfigError(f"min_lr must be a number >= 0. Received: min_lr={min_lr!r}")
         self.factor = float(factor)
         self.patience = patience
         self.cooldown = cooldown
-        self.min_factor = float(min_factor)
+        self.min_lr = float(min_lr)
+        delta = self.min_delta
+        self.monitor_op = (  # Paddle's attribute
+            (lambda a, b: np.less(a, b - delta)) if self.mode == "min" else (lambda a, b: np.greater(a, b + delta))
+        )
         self._float_lr: tuple[Any, float] | None = None  # (optimizer, its unscaled constant lr)
-        super().__init__(monitor=monitor, mode=mode, min_delta=min_delta)
 
     def reset_state(self) -> None:
         super().reset_state()
         self.scale = 1.0
         self.wait = 0
-        self.cooldown_left = 0
+        self.cooldown_counter = 0
         self.reductions = 0
+        self.epoch = 0  # evaluations seen, as Paddle counts them
+
+    def in_cooldown(self) -> bool:
+        return self.cooldown_counter > 0
 
     def state_dict(self) -> dict[str, Any]:
         return {
             **super().state_dict(),
             "scale": self.scale,
             "wait": self.wait,
-            "cooldown_left": self.cooldown_left,
+            "cooldown_counter": self.cooldown_counter,
             "reductions": self.reductions,
+            "epoch": self.epoch,
         }
 
     def _load_state(self, state: dict[str, Any]) -> None:
         super()._load_state(state)
         self.scale = float(state["scale"])
         self.wait = int(state["wait"])
-        self.cooldown_left = int(state["cooldown_left"])
+        self.cooldown_counter = int(state["cooldown_counter"])
         self.reductions = int(state["reductions"])
+        self.epoch = int(state["epoch"])
         self._apply()
+
+    def _base_lr(self) -> float | None:
+        """The unscaled learning rate: the constant one, or the schedule's ``base_lr``; None without a model."""
+        optimizer = getattr(getattr(self, "model", None), "_optimizer", None)
+        if optimizer is None:
+            return None
+        lr = optimizer._learning_rate
+        if isinstance(lr, paddle.optimizer.lr.LRScheduler):
+            return float(lr.base_lr)
+        self._apply()  # records the constant
+        return self._float_lr[1] if self._float_lr is not None else float(lr)
 
     def _apply(self) -> None:
         """Make the optimizer use ``self.scale`` (idempotent)."""
@@ -240,39 +293,43 @@ class ReduceLROnPlateau(MonitorCallback):
             return
         lr = optimizer._learning_rate
         if isinstance(lr, ScaledLR):
-            lr.factor = self.scale
+            lr.factor, lr.floor = self.scale, self.min_lr
         elif isinstance(lr, paddle.optimizer.lr.LRScheduler):
-            optimizer._learning_rate = ScaledLR(lr, self.scale)
+            optimizer._learning_rate = ScaledLR(lr, self.scale, floor=self.min_lr)
         else:  # a constant learning rate
             if self._float_lr is None or self._float_lr[0] is not optimizer:
                 self._float_lr = (optimizer, float(lr))
-            optimizer.set_lr(self._float_lr[1] * self.scale)
+            base = self._float_lr[1]
+            optimizer.set_lr(max(base * self.scale, min(self.min_lr, base)) if self.scale < 1 else base)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if not self._state_loaded:  # a new fit: fresh counters, but the learning rate stays reduced
-            scale, reductions = self.scale, self.reductions
+            scale, reductions, epoch = self.scale, self.reductions, self.epoch
             self.reset_state()
-            self.scale, self.reductions = scale, reductions
+            self.scale, self.reductions, self.epoch = scale, reductions, epoch
+        self._missing_warned = False
         self._apply()
 
     def on_monitor(self, value: float, improved: bool, logs: dict[str, Any]) -> None:
+        # Paddle's (and Keras's) counting, step for step.
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
         if improved:
             self.wait = 0
-        if self.cooldown_left > 0:  # evaluations right after a reduction do not count
-            self.cooldown_left -= 1
-            return
-        if improved:
-            return
-        self.wait += 1
-        if self.wait > self.patience and self.scale > self.min_factor:
-            self.scale = max(self.scale * self.factor, self.min_factor)
-            self.reductions += 1
-            self.wait = 0
-            self.cooldown_left = self.cooldown
-            self._apply()
-            log.info(
-                "ReduceLROnPlateau: %s did not improve on %.6g; learning rate scale is now %.6g",
-                self.monitor,
-                self.best if self.best is not None else float("nan"),
-                self.scale,
-            )
+        elif not self.in_cooldown():
+            self.wait += 1
+            if self.wait >= self.patience:
+                base = self._base_lr()
+                if base is None or base * self.scale > np.float32(self.min_lr):  # Paddle: lr > min_lr
+                    self.scale *= self.factor
+                    self.reductions += 1
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0
+                    self._apply()
+                    new_lr = current_lr(self.model) if self.model is not None else None
+                    lr_text = f"{new_lr:.6g}" if new_lr is not None else "its value"
+                    if isinstance(getattr(getattr(self.model, "_optimizer", None), "_learning_rate", None), ScaledLR):
+                        lr_text += f" ({self.scale:g} x its schedule)"
+                    self.report(f"Epoch {self.epoch + 1}: ReduceLROnPlateau reducing learning rate to {lr_text}.")
+        self.epoch += 1

@@ -20,15 +20,22 @@ Examples:
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
+import warnings
 from typing import Any, Literal
 
-from paddle_mnist_hapi.callbacks.base import StatefulCallback, scalar
+from paddle_mnist_hapi.callbacks.base import StatefulCallback, is_rank0, scalar
 from paddle_mnist_hapi.errors import ConfigError
 
 __all__ = ["MonitorCallback", "infer_mode"]
 
+log = logging.getLogger(__name__)
+
 Mode = Literal["auto", "min", "max"]
+
+_HIGHER_IS_BETTER = ("acc", "precision", "recall", "f1", "auc", "iou")
 
 
 def infer_mode(monitor: str) -> Literal["min", "max"]:
@@ -38,11 +45,11 @@ def infer_mode(monitor: str) -> Literal["min", "max"]:
         ConfigError: the name says neither; pass ``mode`` explicitly.
 
     Examples:
-        >>> infer_mode("acc_top5"), infer_mode("loss")
-        ('max', 'min')
+        >>> infer_mode("acc_top5"), infer_mode("loss"), infer_mode("miou")
+        ('max', 'min', 'max')
     """
     name = monitor.lower().rsplit("/", 1)[-1]
-    if any(k in name for k in ("acc", "precision", "recall", "f1", "auc")):
+    if any(k in name for k in _HIGHER_IS_BETTER):
         return "max"
     if any(k in name for k in ("loss", "err", "mae", "mse")):
         return "min"
@@ -52,16 +59,34 @@ def infer_mode(monitor: str) -> Literal["min", "max"]:
     )
 
 
+def _auto_mode(monitor: str) -> Literal["min", "max"]:
+    """``mode='auto'`` as Paddle's callbacks resolve it: a name that says neither means ``'min'``, with a warning."""
+    try:
+        return infer_mode(monitor)
+    except ConfigError as error:
+        warnings.warn(
+            f"{error} Assuming lower is better (mode='min'), as Paddle does for names without 'acc'.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return "min"
+
+
 class MonitorCallback(StatefulCallback):
     """Base for callbacks that watch one metric.
 
     Args:
         monitor (str, optional): metric name in hapi's logs. Default: ``'loss'``.
-        mode (str, optional): ``'min'``, ``'max'`` or ``'auto'`` (from the name). Default: ``'auto'``.
-        min_delta (float, optional): smallest change that counts as an improvement. Default: 0.
+        mode (str, optional): ``'min'``, ``'max'`` or ``'auto'`` (from the name, see
+            :func:`infer_mode`; a name that says neither means ``'min'``, with a warning);
+            an unknown mode warns and falls back to ``'auto'``, as in Paddle. Default: ``'auto'``.
+        min_delta (float, optional): smallest change that counts as an improvement
+            (its absolute value, as in Paddle). Default: 0.
         baseline (float, optional): a value the metric must beat before anything counts. Default: None.
-        source (str, optional): ``'eval'`` (``on_eval_end`` logs) or ``'train'``
+        source (str, optional): keyword-only. ``'eval'`` (``on_eval_end`` logs) or ``'train'``
             (``on_epoch_end`` logs). Default: ``'eval'``.
+        verbose (int, optional): keyword-only. 1: print what the callback does (Paddle's
+            ``verbose``); 0: log it at DEBUG level only. Default: 0.
     """
 
     def __init__(
@@ -70,20 +95,38 @@ class MonitorCallback(StatefulCallback):
         mode: Mode = "auto",
         min_delta: float = 0.0,
         baseline: float | None = None,
+        *,
         source: Literal["eval", "train"] = "eval",
+        verbose: int = 0,
     ) -> None:
+        # First: for a subclass of a Paddle callback this runs Paddle's own __init__ with its
+        # defaults; the attributes set below replace what it set.
+        super().__init__()
+        if not isinstance(monitor, str) or not monitor:
+            raise ConfigError(f"monitor must be a metric name such as 'loss' or 'acc'. Received: monitor={monitor!r}")
         if mode not in ("auto", "min", "max"):
-            raise ConfigError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
-        if not isinstance(min_delta, (int, float)) or min_delta < 0 or math.isnan(min_delta):
-            raise ConfigError(f"min_delta must be a number >= 0. Received: min_delta={min_delta!r}")
+            warnings.warn(
+                f"{type(self).__name__} mode {mode!r} is unknown, fallback to auto mode. "
+                "Pass mode='min', 'max' or 'auto'.",
+                UserWarning,
+                stacklevel=3,
+            )
+            mode = "auto"
+        if isinstance(min_delta, bool) or not isinstance(min_delta, (int, float)) or math.isnan(min_delta):
+            raise ConfigError(f"min_delta must be a number. Received: min_delta={min_delta!r}")
+        if baseline is not None and (isinstance(baseline, bool) or not isinstance(baseline, (int, float))):
+            raise ConfigError(f"baseline must be a number or None. Received: baseline={baseline!r}")
         if source not in ("eval", "train"):
             raise ConfigError(f"source must be 'eval' or 'train'. Received: source={source!r}")
+        if isinstance(verbose, bool) or not isinstance(verbose, int):
+            raise ConfigError(f"verbose must be 0 or 1. Received: verbose={verbose!r}")
         self.monitor = monitor
-        self.mode: Literal["min", "max"] = infer_mode(monitor) if mode == "auto" else mode
-        self.min_delta = float(min_delta)
+        self.mode: Literal["min", "max"] = _auto_mode(monitor) if mode == "auto" else mode
+        self.min_delta = abs(float(min_delta))
         self.baseline = baseline
         self.source = source
-        super().__init__()
+        self.verbose = verbose
+        self._missing_warned = False
 
     def reset_state(self) -> None:
         self.best: float | None = None
@@ -117,17 +160,44 @@ class MonitorCallback(StatefulCallback):
         """The monitored value in ``logs``, or None when it is absent."""
         if not logs or self.monitor not in logs:
             return None
-        return scalar(logs[self.monitor])
+        try:
+            return scalar(logs[self.monitor])
+        except (TypeError, ValueError, IndexError):
+            return None
 
     def on_monitor(self, value: float, improved: bool, logs: dict[str, Any]) -> None:
         """Called with each new value of the metric; subclasses act here."""
 
+    def report(self, message: str) -> None:
+        """Say what the callback did: printed on rank 0 when ``verbose`` (as Paddle does), else logged at DEBUG.
+
+        (Importing Paddle sends INFO records of every logger to stderr, so INFO would not be quiet.)
+        """
+        if self.verbose > 0 and is_rank0():
+            sys.stdout.write(message + "\n")
+            sys.stdout.flush()
+        else:
+            log.debug(message)
+
     def _observe(self, logs: dict[str, Any] | None) -> None:
         value = self.monitor_value(logs)
         if value is None:
+            if not self._missing_warned:  # once per fit: Paddle warns at every evaluation
+                self._missing_warned = True
+                names = sorted(k for k in (logs or {}) if k not in ("step", "steps", "batch_size", "metrics"))
+                warnings.warn(
+                    f"{type(self).__name__} monitors {self.monitor!r}, but the {self.source} logs have no such "
+                    f"number, so it does nothing. Pass one of {names} as monitor. Received: monitor={self.monitor!r}",
+                    UserWarning,
+                    stacklevel=2,
+                )
             return
         improved = self.update(value)
         self.on_monitor(value, improved, dict(logs or {}))
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._missing_warned = False
+        super().on_train_begin(logs)
 
     def on_eval_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.source == "eval":

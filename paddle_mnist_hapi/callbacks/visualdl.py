@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private import hapi_loop
 from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import (
     RunningMean,
@@ -190,38 +191,55 @@ def _hparam_value(value: Any) -> str | int | float:
     return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
 
 
-class VisualDL(StatefulCallback):
+class _PaddleVisualDL(paddle.callbacks.VisualDL):
+    """Paddle's VisualDL as a base class: its ``__init__`` needs a ``log_dir`` that ours may decide later."""
+
+    def __init__(self) -> None:
+        paddle.callbacks.Callback.__init__(self)
+        self.epochs = self.steps = None
+
+
+class VisualDL(StatefulCallback, _PaddleVisualDL):
     """Write a VisualDL board during ``fit`` (see the module docstring for what it holds).
 
+    A drop-in for ``paddle.callbacks.VisualDL(log_dir)`` (it is one, for hapi), with more on the board.
+
     Args:
-        log_dir (str | PathLike): the run's log directory (one run on the board).
-        log_freq (int, optional): write the training scalars every this many batches. Default: 10.
-        histogram_freq (int, optional): weight histograms every this many epochs; 0: never. Default: 0.
-        images (int, optional): images in the ``eval/samples`` grid; 0: no grid. Default: 16.
-        hparams (dict, optional): hyper-parameters to record besides the ones read from
-            the model (network, optimizer, learning rate, batch size, epochs). Default: None.
+        log_dir (str | PathLike, optional): the run's log directory (one run on the board).
+            None: ``vdl/`` under ``fit(save_dir=...)``, else under ``runs/<script name>``
+            (resolved when training starts, and logged). Default: None.
+        log_freq (int, optional): keyword-only. Write the training scalars every this many batches. Default: 10.
+        histogram_freq (int, optional): keyword-only. Weight histograms every this many epochs;
+            0: never. Default: 0.
+        images (int, optional): keyword-only. Images in the ``eval/samples`` grid; 0: no grid. Default: 16.
+        hparams (dict, optional): keyword-only. Hyper-parameters to record besides the ones read
+            from the model (network, optimizer, learning rate, batch size, epochs). Default: None.
 
     Examples:
         >>> VisualDL("runs/x/vdl", images=0).images
         0
+        >>> VisualDL().log_dir is None  # decided by the fit it runs in
+        True
     """
 
     def __init__(
         self,
-        log_dir: str | os.PathLike[str],
+        log_dir: str | os.PathLike[str] | None = None,
+        *,
         log_freq: int = 10,
         histogram_freq: int = 0,
         images: int = 16,
         hparams: dict[str, Any] | None = None,
     ) -> None:
-        if not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir):
-            raise ConfigError(f"log_dir must be a directory path. Received: log_dir={log_dir!r}")
+        if log_dir is not None and (not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir)):
+            raise ConfigError(f"log_dir must be a directory path or None. Received: log_dir={log_dir!r}")
         check_int("log_freq", log_freq, 1)
         check_int("histogram_freq", histogram_freq)
         check_int("images", images)
         if hparams is not None and not isinstance(hparams, dict):
             raise ConfigError(f"hparams must be a dict of names to values. Received: hparams={hparams!r}")
-        self.log_dir = Path(log_dir)
+        super().__init__()
+        self.log_dir: Path | None = Path(log_dir) if log_dir is not None else None
         self.log_freq = log_freq
         self.histogram_freq = histogram_freq
         self.images = images
@@ -233,7 +251,20 @@ class VisualDL(StatefulCallback):
         self._batch_size: int | None = None
         self._window = (time.perf_counter(), 0)
         self._lr: float | None = None
-        super().__init__()
+
+    def _resolve_log_dir(self) -> None:
+        """``log_dir=None``: ``default_run_dir() / 'vdl'``, decided once, inside the running ``fit``."""
+        if self.log_dir is None:
+            self.log_dir = hapi_loop.default_run_dir() / "vdl"
+            if is_rank0():
+                log.info("VisualDL: writing the board to %s", self.log_dir.resolve())
+
+    # Paddle's VisualDL hooks that keep its own counters; this class counts in its state instead.
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_eval_begin(self, logs: dict[str, Any] | None = None) -> None:
+        pass
 
     def reset_state(self) -> None:
         self.global_step = 0
@@ -328,6 +359,7 @@ class VisualDL(StatefulCallback):
     # -- hooks ---------------------------------------------------------------------------------------
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._resolve_log_dir()
         # The step continues across fit calls: no reset here (state was set at construction or loaded).
         self._window = (time.perf_counter(), 0)
 

@@ -18,7 +18,7 @@ import difflib
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, overload
 
 import paddle
 
@@ -42,28 +42,54 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(input_kind: Literal["image", "flat"] = "image", source: str = "") -> Callable[[Factory], Factory]:
+@overload
+def register_model(input_kind: Factory, /) -> Factory: ...
+
+
+@overload
+def register_model(
+    input_kind: Literal["image", "flat"] = "image", source: str = ""
+) -> Callable[[Factory], Factory]: ...
+
+
+def register_model(
+    input_kind: Literal["image", "flat"] | Factory = "image", source: str = ""
+) -> Factory | Callable[[Factory], Factory]:
     """Register ``factory(num_classes=10, **kwargs)`` under its function name.
 
+    Use it bare, as in timm (an ``image`` model), or with the input preset the
+    model expects (``'image'``: ``[N, 1, 28, 28]``, ``'flat'``: ``[N, 784]``) and
+    where the architecture comes from.
+
     Examples:
+        >>> @register_model
+        ... def tiny_cnn(num_classes=10):
+        ...     conv = paddle.nn.Conv2D(1, 4, 3)
+        ...     return paddle.nn.Sequential(conv, paddle.nn.Flatten(), paddle.nn.Linear(4 * 26 * 26, num_classes))
         >>> @register_model("flat", source="docs example")
         ... def tiny_linear(num_classes=10):
-        ...     return paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(784, num_classes))
-        >>> "tiny_linear" in list_models()
-        True
-        >>> _ = _REGISTRY.pop("tiny_linear")
+        ...     return paddle.nn.Linear(784, num_classes)
+        >>> list_models("tiny_*"), model_entry("tiny_cnn").input_kind
+        (['tiny_cnn', 'tiny_linear'], 'image')
     """
+    if callable(input_kind):  # bare @register_model
+        return _register(input_kind, "image", source)
     if input_kind not in ("image", "flat"):
         raise ConfigError(f"input_kind must be 'image' or 'flat'. Received: input_kind={input_kind!r}")
+    kind: Literal["image", "flat"] = input_kind
 
     def decorator(factory: Factory) -> Factory:
-        name = factory.__name__
-        if name in _REGISTRY and _REGISTRY[name].factory is not factory:
-            raise ConfigError(f"A model named {name!r} is already registered. Rename the factory.")
-        _REGISTRY[name] = ModelEntry(name, factory, input_kind, source)
-        return factory
+        return _register(factory, kind, source)
 
     return decorator
+
+
+def _register(factory: Factory, input_kind: Literal["image", "flat"], source: str) -> Factory:
+    name = factory.__name__
+    if name in _REGISTRY and _REGISTRY[name].factory is not factory:
+        raise ConfigError(f"A model named {name!r} is already registered. Rename the factory. Received: {factory!r}")
+    _REGISTRY[name] = ModelEntry(name, factory, input_kind, source)
+    return factory
 
 
 def model_entry(name: str) -> ModelEntry:

@@ -9,7 +9,8 @@ import paddle
 import pytest
 from fit_helpers import Recorder, first, lenet
 
-from paddle_mnist_hapi.callbacks import LRStepper, ReduceLROnPlateau, ResumeCkpt, ScaledLR, current_lr
+from paddle_mnist_hapi.callbacks import LRStepper, ReduceLROnPlateau, ResumeCkpt
+from paddle_mnist_hapi.callbacks.lr import ScaledLR, current_lr
 from paddle_mnist_hapi.errors import ConfigError
 from paddle_mnist_hapi.schedules import one_cycle, piecewise, polynomial_decay, total_updates, warmup_cosine
 
@@ -67,7 +68,9 @@ def test_one_cycle_rises_to_max_then_falls():
         (lambda: piecewise([0.1, 0.2, 0.3], [3, 1], steps_per_epoch=5), "boundaries_epochs must be increasing"),
         (lambda: one_cycle(0.1, epochs=1, steps_per_epoch=5, warmup_fraction=1.5), "warmup_fraction"),
         (lambda: LRStepper(by="batch"), "Received: by='batch'"),
-        (lambda: ReduceLROnPlateau(factor=1.5), "factor must be between 0 and 1"),
+        (lambda: ReduceLROnPlateau(factor=1.5), "does not support a factor >= 1.0"),
+        (lambda: ReduceLROnPlateau(factor=0), "factor must be between 0 and 1"),
+        (lambda: ReduceLROnPlateau(min_lr=-1), "min_lr must be a number >= 0"),
         (lambda: ReduceLROnPlateau(patience=-1), "patience must be an integer >= 0"),
     ],
 )
@@ -130,15 +133,46 @@ def test_fit_with_accumulation_steps_the_schedule_once_per_update(mnist_train_sm
 
 
 def test_reduce_on_plateau_counts_patience_and_cooldown():
-    plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=1, cooldown=1, min_factor=0.2)
+    plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=2, cooldown=2, verbose=0)
     scales = []
     for loss in (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7):
         plateau.on_eval_end({"loss": [loss]})
         scales.append(plateau.scale)
-    # reduce after 2 bad evals, then 1 eval of cooldown, then 2 more bad evals; never below min_factor
+    # reduce after 2 bad evals; cooldown=2 then leaves one eval uncounted (Paddle and Keras count the
+    # cooldown down before they check it), then 2 more bad evals
     assert scales == [1.0, 1.0, 0.5, 0.5, 0.5, 0.25, 0.25, 0.25]
     plateau.on_eval_end({"loss": [0.1]})
     assert plateau.best == 0.1
+
+
+def test_factor_of_one_or_more_is_a_value_error_as_in_paddle():
+    with pytest.raises(ValueError, match=r"factor >= 1\.0"):
+        ReduceLROnPlateau(factor=2.0)
+
+
+def test_min_lr_bounds_the_reductions_of_a_constant_learning_rate():
+    net = paddle.nn.Linear(2, 2)
+    model = paddle.Model(net)
+    model.prepare(paddle.optimizer.SGD(0.1, parameters=net.parameters()))
+    plateau = ReduceLROnPlateau(factor=0.1, patience=1, min_lr=0.005, verbose=0)
+    plateau.set_model(model)
+    plateau.on_train_begin()
+    lrs = []
+    for loss in (1.0, 1.0, 1.0, 1.0):
+        plateau.on_eval_end({"loss": loss})
+        lrs.append(current_lr(model))
+    assert lrs == pytest.approx([0.1, 0.01, 0.005, 0.005])
+    assert plateau.reductions == 2  # at min_lr it stops reducing
+
+
+def test_min_lr_bounds_the_reductions_but_not_the_schedule_underneath():
+    schedule = paddle.optimizer.lr.StepDecay(0.1, step_size=1, gamma=0.1)
+    lr = ScaledLR(schedule, factor=0.01, floor=0.005)
+    assert lr() == pytest.approx(0.005)  # 0.1 * 0.01 is below min_lr
+    schedule.step()
+    assert lr() == pytest.approx(0.005)
+    schedule.step()
+    assert lr() == pytest.approx(0.001)  # the schedule itself is at 0.001: the floor does not raise it
 
 
 def test_reduce_on_plateau_scales_any_schedule_and_keeps_its_checkpoint_format():
@@ -147,7 +181,7 @@ def test_reduce_on_plateau_scales_any_schedule_and_keeps_its_checkpoint_format()
     model = paddle.Model(net)
     model.prepare(paddle.optimizer.Adam(schedule, parameters=net.parameters()))
     saved_format = set(model._optimizer.state_dict()["LR_Scheduler"])
-    plateau = ReduceLROnPlateau(monitor="loss", factor=0.1, patience=0)
+    plateau = ReduceLROnPlateau(monitor="loss", factor=0.1, patience=0, verbose=0)
     plateau.set_model(model)
     plateau.on_train_begin()
     plateau.on_eval_end({"loss": 1.0})
@@ -164,7 +198,7 @@ def test_reduce_on_plateau_scales_any_schedule_and_keeps_its_checkpoint_format()
     model2.prepare(
         paddle.optimizer.Adam(paddle.optimizer.lr.CosineAnnealingDecay(0.1, T_max=10), parameters=net.parameters())
     )
-    restored = ReduceLROnPlateau(monitor="loss", factor=0.1, patience=0)
+    restored = ReduceLROnPlateau(monitor="loss", factor=0.1, patience=0, verbose=0)
     restored.set_model(model2)
     restored.load_state_dict(state)
     restored.on_train_begin()
@@ -177,7 +211,7 @@ def test_reduce_on_plateau_scales_a_constant_learning_rate():
     net = paddle.nn.Linear(2, 2)
     model = paddle.Model(net)
     model.prepare(paddle.optimizer.SGD(0.5, parameters=net.parameters()))
-    plateau = ReduceLROnPlateau(monitor="acc", factor=0.5, patience=0)
+    plateau = ReduceLROnPlateau(monitor="acc", factor=0.5, patience=0, verbose=0)
     plateau.set_model(model)
     for acc in (0.5, 0.4, 0.3):
         plateau.on_eval_end({"acc": acc})
@@ -191,7 +225,7 @@ def test_fit_reduces_the_learning_rate_on_top_of_a_cosine_schedule(mnist_train_s
     model = lenet(schedule)
     recorder = Recorder()
     # min_delta=10 makes every evaluation after the first a plateau: reductions after epochs 2 and 3.
-    plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)
+    plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0, verbose=0)
     model.fit(
         first(mnist_train_small, 512),
         first(mnist_test_small, 128),
@@ -214,7 +248,7 @@ def test_fit_reduces_the_learning_rate_on_top_of_a_cosine_schedule(mnist_train_s
 
 def plateau_run(tmp_path, train, test, epochs: int, run: str) -> tuple[list[float], ReduceLROnPlateau]:
     recorder = Recorder()
-    plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0)
+    plateau = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10.0, verbose=0)
     model = lenet(paddle.optimizer.lr.CosineAnnealingDecay(0.002, T_max=32))
     callbacks = [ResumeCkpt(tmp_path / run), LRStepper(), plateau, recorder]
     model.fit(train, test, batch_size=64, epochs=epochs, verbose=0, callbacks=callbacks)
