@@ -29,16 +29,20 @@ from paddle_mnist_hapi.callbacks.lr import LRStepper
 from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog
 from paddle_mnist_hapi.callbacks.resume import ResumeCkpt
 from paddle_mnist_hapi.callbacks.visualdl import VisualDL
-from paddle_mnist_hapi.data import MNIST, InMemoryLoader
+from paddle_mnist_hapi.data import MNIST, Augment, InMemoryLoader
 from paddle_mnist_hapi.device import set_device
 from paddle_mnist_hapi.errors import ConfigError
 from paddle_mnist_hapi.export import export_model
 from paddle_mnist_hapi.models import create_model
+from paddle_mnist_hapi.schedules import warmup_cosine
 from paddle_mnist_hapi.specs import specs_for
 
-__all__ = ["TrainConfig", "build_model", "seed_everything", "train"]
+__all__ = ["RECIPE_AUGMENT", "TrainConfig", "build_model", "seed_everything", "train"]
 
 log = logging.getLogger(__name__)
+
+#: The recipe's augmentation (``TrainConfig.augment``): off in epoch 0, full from epoch 1.
+RECIPE_AUGMENT = Augment(ramp_epochs=1)
 
 
 @dataclass
@@ -49,6 +53,11 @@ class TrainConfig:
     epochs: int = field(default=4, metadata={"help": "training epochs"})
     batch_size: int = field(default=64, metadata={"help": "images per training step"})
     lr: float = field(default=0.002, metadata={"help": "peak learning rate (cosine decay)"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear learning-rate warmup before the cosine"})
+    augment: bool = field(
+        default=True,
+        metadata={"help": "vary the training images (affine, elastic, stroke width, blur: data.Augment)"},
+    )
     device: str = field(default="auto", metadata={"help": "auto, cpu or gpu"})
     output: str = field(default="runs/fit_lenet", metadata={"help": "run directory"})
     limit: int | None = field(default=None, metadata={"help": "train on the first N training images"})
@@ -68,6 +77,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(
+                f"warmup_epochs must be from 0 to less than epochs ({self.epochs}). "
+                f"Received: warmup_epochs={self.warmup_epochs!r}"
+            )
         if not self.lr > 0:
             raise ConfigError(f"lr must be a positive number. Received: lr={self.lr!r}")
         if self.limit is not None and self.limit < 1:
@@ -88,7 +102,7 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(config: TrainConfig, steps_per_epoch: int) -> paddle.Model:
-    """``paddle.Model`` with explicit input specs, Adam and a cosine-decayed learning rate.
+    """``paddle.Model`` with explicit input specs, Adam and a (warmed-up) cosine-decayed learning rate.
 
     Examples:
         >>> build_model(TrainConfig(model="linear"), steps_per_epoch=10)._optimizer.get_lr()
@@ -96,7 +110,8 @@ def build_model(config: TrainConfig, steps_per_epoch: int) -> paddle.Model:
     """
     net = create_model(config.model)
     model = paddle.Model(net, *specs_for(config.model))
-    schedule = paddle.optimizer.lr.CosineAnnealingDecay(config.lr, T_max=config.epochs * steps_per_epoch)
+    warmup = round(config.warmup_epochs * steps_per_epoch)
+    schedule = warmup_cosine(config.lr, config.epochs, steps_per_epoch, warmup_steps=warmup)
     optimizer = paddle.optimizer.Adam(learning_rate=schedule, parameters=net.parameters())
     model.prepare(optimizer, paddle.nn.CrossEntropyLoss(), paddle.metric.Accuracy())
     return model
@@ -137,7 +152,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_data = MNIST("train", data_dir=config.data_dir, limit=config.limit)
     test_data = MNIST("test", data_dir=config.data_dir)
     # the fast data path: whole splits in memory, ready batches, sharded across ranks
-    train_loader = InMemoryLoader(train_data, config.batch_size, shuffle=True)
+    augment = RECIPE_AUGMENT if config.augment else None
+    train_loader = InMemoryLoader(train_data, config.batch_size, shuffle=True, augment=augment, seed=config.seed)
     test_loader = InMemoryLoader(test_data, 1000, shuffle=False)
     steps_per_epoch = len(train_loader)
     model = build_model(config, steps_per_epoch)
