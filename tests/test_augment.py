@@ -54,16 +54,26 @@ def test_each_part_does_what_it_says(images) -> None:
     assert np.abs(np.diff(blurred, axis=-1)).mean() < np.abs(np.diff(images, axis=-1)).mean()  # softer edges
 
 
-def test_ramp_scales_the_strength_by_epoch() -> None:
-    augment = Augment(ramp_epochs=2)
+def test_start_and_ramp_scale_the_strength_by_epoch() -> None:
+    augment = Augment(start_epoch=1, ramp_epochs=2)
     assert augment.at_epoch(0).is_identity
-    assert augment.at_epoch(1).rotate == pytest.approx(augment.rotate / 2)
-    assert augment.at_epoch(2) == augment and augment.at_epoch(7) == augment
+    assert augment.at_epoch(1).rotate == pytest.approx(augment.rotate / 3)
+    assert augment.at_epoch(2).rotate == pytest.approx(augment.rotate * 2 / 3)
+    assert augment.at_epoch(3) == augment and augment.at_epoch(7) == augment
+    assert Augment().at_epoch(0) == Augment()
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"rotate": -1.0}, {"elastic": float("nan")}, {"scale": 1.0}, {"blur": 1.5}, {"ramp_epochs": -1}]
-)
+BAD_SETTINGS = [
+    {"rotate": -1.0},
+    {"elastic": float("nan")},
+    {"scale": 1.0},
+    {"blur": 1.5},
+    {"ramp_epochs": -1},
+    {"start_epoch": 1.5},
+]
+
+
+@pytest.mark.parametrize("kwargs", BAD_SETTINGS)
 def test_bad_strengths_are_refused(kwargs) -> None:
     with pytest.raises(ConfigError, match="Received"):
         Augment(**kwargs)

@@ -61,7 +61,7 @@ def _upsample_matrix(coarse: int, size: int = SIZE) -> np.ndarray:
 
 
 def _strengths() -> list[Field]:
-    return [f for f in fields(Augment) if f.name != "ramp_epochs"]
+    return [f for f in fields(Augment) if f.name not in ("start_epoch", "ramp_epochs")]
 
 
 def _neighbour_stack(ink: np.ndarray, fill: float) -> np.ndarray:
@@ -96,18 +96,18 @@ class Augment:
         stroke (float, optional): stroke-width change as a fraction of a
             one-pixel dilation (thicker) or erosion (thinner), +-. Default: 0.6.
         blur (float, optional): largest blend towards a 3x3 binomial blur, 0..1. Default: 0.5.
-        ramp_epochs (int, optional): grow every strength linearly from 0 in
-            epoch 0 to full in epoch ``ramp_epochs`` (see :meth:`at_epoch`); 0
-            means full strength from the start. Default: 0.
+        start_epoch (int, optional): no augmentation before this epoch. Default: 0.
+        ramp_epochs (int, optional): reach full strength this many epochs after
+            ``start_epoch``, growing linearly (see :meth:`at_epoch`). Default: 0.
 
     Raises:
-        ConfigError: a negative or non-finite strength, ``blur`` above 1, or a bad ``ramp_epochs``.
+        ConfigError: a negative or non-finite strength, ``blur`` above 1, or a bad ``start_epoch``/``ramp_epochs``.
 
     Examples:
         >>> Augment(rotate=15).rotate, Augment.none().elastic
         (15, 0.0)
-        >>> Augment(ramp_epochs=2).at_epoch(1).rotate  # half strength in epoch 1 of a 2-epoch ramp
-        5.0
+        >>> [Augment(start_epoch=2, ramp_epochs=1).at_epoch(e).rotate for e in range(5)]
+        [0.0, 0.0, 5.0, 10.0, 10.0]
     """
 
     rotate: float = 10.0
@@ -118,13 +118,14 @@ class Augment:
     elastic: float = 1.0
     stroke: float = 0.6
     blur: float = 0.5
+    start_epoch: int = 0
     ramp_epochs: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.ramp_epochs, bool) or not isinstance(self.ramp_epochs, int) or self.ramp_epochs < 0:
-            raise ConfigError(
-                f"Augment.ramp_epochs must be an integer >= 0. Received: ramp_epochs={self.ramp_epochs!r}"
-            )
+        for name in ("start_epoch", "ramp_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"Augment.{name} must be an integer >= 0. Received: {name}={value!r}")
         for field in _strengths():
             value = getattr(self, field.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -146,16 +147,18 @@ class Augment:
         return cls(**{field.name: 0.0 for field in _strengths()})
 
     def at_epoch(self, epoch: int) -> Augment:
-        """The strengths used in ``epoch``: scaled by ``min(1, epoch / ramp_epochs)``, no ramp after.
+        """The strengths used in ``epoch``: 0 before ``start_epoch``, then ``(epoch - start_epoch + 1) /
+        (ramp_epochs + 1)`` of each, up to full.
 
         Examples:
-            >>> [Augment(ramp_epochs=1).at_epoch(e).shear for e in (0, 1, 5)]
+            >>> [Augment(start_epoch=1).at_epoch(e).shear for e in (0, 1, 5)]
             [0.0, 0.25, 0.25]
         """
-        if not self.ramp_epochs or epoch >= self.ramp_epochs:
+        factor = min(1.0, max(0, epoch - self.start_epoch + 1) / (self.ramp_epochs + 1))
+        if factor == 1.0:
             return self
-        factor = max(epoch, 0) / self.ramp_epochs
-        return replace(self, **{f.name: getattr(self, f.name) * factor for f in _strengths()}, ramp_epochs=0)
+        scaled = {f.name: getattr(self, f.name) * factor for f in _strengths()}
+        return replace(self, **scaled, start_epoch=0, ramp_epochs=0)
 
     @property
     def is_identity(self) -> bool:

@@ -65,7 +65,7 @@ def main() -> None:
         paddle.nn.CrossEntropyLoss(),
         paddle.metric.Accuracy(),
     )
-    augment = None if args.no_augment else Augment(ramp_epochs=1)  # the ramp: epoch-dependent strength too
+    augment = None if args.no_augment else Augment(start_epoch=1, ramp_epochs=1)  # epoch-dependent strength too
     train = InMemoryLoader(MNIST("train", limit=args.limit), args.batch_size, augment=augment, seed=7)
     canary = Canary(args.sleep)
     ckpt = ResumeCkpt(args.save_dir, every_n_steps=args.every_n_steps, keep_last=3, monitor="acc")
