@@ -35,9 +35,8 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -113,8 +112,7 @@ SKELETONS: dict[int, list[list[Stroke]]] = {
 }
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     """One generated picture and what it shows."""
 
     image: Image.Image
