@@ -4,6 +4,15 @@
 ``examples/fit_lenet.py`` and ``paddle-mnist train`` are thin wrappers over
 :func:`train`.
 
+The default recipe: LeNet-5, batch 64, Adam, 8 epochs in two cosine cycles
+(:class:`TwoCycleCosine`, peak 3e-3 each). The first cycle, 2 epochs without
+augmentation, reaches 99% MNIST test top-1 at its end; the second, 6 epochs
+with :class:`~paddle_mnist_hapi.data.Augment` (rotation, slant, aspect,
+elastic, stroke width, blur), ends at 99.4% and reads non-MNIST digits better
+(docs/generalisation.md). ``--no-augment`` and ``--fast-epochs 0`` switch the
+two parts off; ``--epochs 4 --fast-epochs 0 --no-augment --lr 0.002`` is the
+earlier recipe (99.2%).
+
 Examples:
     >>> import tempfile
     >>> summary = train(TrainConfig(model="linear", epochs=1, limit=512, output=tempfile.mkdtemp(), verbose=0))
@@ -52,7 +61,7 @@ class TrainConfig:
     model: str = "lenet5"  # the CLI's help lists the registered names
     epochs: int = field(default=8, metadata={"help": "training epochs"})
     batch_size: int = field(default=64, metadata={"help": "images per training step"})
-    lr: float = field(default=0.002, metadata={"help": "peak learning rate of each cosine cycle"})
+    lr: float = field(default=0.003, metadata={"help": "peak learning rate of each cosine cycle"})
     fast_epochs: int = field(
         default=2,
         metadata={
@@ -148,7 +157,7 @@ def build_model(config: TrainConfig, steps_per_epoch: int) -> paddle.Model:
 
     Examples:
         >>> build_model(TrainConfig(model="linear"), steps_per_epoch=10)._optimizer.get_lr()
-        0.002
+        0.003
     """
     net = create_model(config.model)
     model = paddle.Model(net, *specs_for(config.model))

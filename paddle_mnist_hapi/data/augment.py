@@ -87,12 +87,12 @@ class Augment:
 
     Args:
         rotate (float, optional): rotation in degrees, +-. Default: 10.
-        scale (float, optional): relative size change, +- (0.1 is 90%..110%). Default: 0.1.
+        scale (float, optional): relative size change, +- (0.1 is 90%..110%). Default: 0.05.
         aspect (float, optional): relative width/height change, +-. Default: 0.1.
         shear (float, optional): horizontal shear (slant) as a slope, +-. Default: 0.25.
-        translate (float, optional): shift in pixels, +-, each axis. Default: 2.0.
+        translate (float, optional): shift in pixels, +-, each axis. Default: 1.0.
         elastic (float, optional): displacement in pixels (standard deviation
-            on a 4x4 control grid, bilinearly upsampled: smooth, local). Default: 1.0.
+            on a 4x4 control grid, bilinearly upsampled: smooth, local). Default: 0.8.
         stroke (float, optional): stroke-width change as a fraction of a
             one-pixel dilation (thicker) or erosion (thinner), +-. Default: 0.6.
         blur (float, optional): largest blend towards a 3x3 binomial blur, 0..1. Default: 0.5.
@@ -111,11 +111,11 @@ class Augment:
     """
 
     rotate: float = 10.0
-    scale: float = 0.1
+    scale: float = 0.05
     aspect: float = 0.1
     shear: float = 0.25
-    translate: float = 2.0
-    elastic: float = 1.0
+    translate: float = 1.0
+    elastic: float = 0.8
     stroke: float = 0.6
     blur: float = 0.5
     start_epoch: int = 0
