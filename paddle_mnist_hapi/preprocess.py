@@ -7,7 +7,9 @@ field. :func:`mnist_style` does the same to any grayscale picture:
 1. detect the polarity (a light border means dark ink on paper) and invert
    dark-on-light pictures to MNIST's light-on-dark;
 2. subtract the background level and stretch the ink to 0..255, so a grey
-   sheet of paper in a photo becomes black;
+   sheet of paper in a photo becomes black; in photos the background is
+   measured locally (:func:`local_background`), so uneven lighting, shadows
+   and blotches on the paper are removed instead of becoming "ink";
 3. crop to the digit's bounding box, thicken thin pen strokes to MNIST's
    stroke width, scale the longest side to 20 pixels (aspect ratio kept);
 4. place it in 28x28 so its centre of mass is the centre, as MNIST was made.
@@ -46,6 +48,7 @@ __all__ = [
     "ImageSource",
     "Invert",
     "load_image",
+    "local_background",
     "mnist_style",
     "needs_inversion",
     "preprocess",
@@ -224,6 +227,30 @@ def _stroke_width(ink: np.ndarray) -> float:
     return 2.0 * area / boundary
 
 
+def local_background(ink: np.ndarray, grid: int = 24, window: int = 7) -> np.ndarray:
+    """The paper's own level under each pixel of an ink image (ink bright): a low percentile around it.
+
+    The picture is shrunk to ``grid`` pixels on its longest side; there, the
+    25th percentile of each ``window`` x ``window`` neighbourhood (about a third
+    of the picture) is paper wherever at least a quarter of it is, so pen
+    strokes do not count; it is smoothly enlarged back.
+
+    Examples:
+        >>> yy, xx = np.mgrid[0:100, 0:100]
+        >>> page = xx * 0.6                    # lighting: 0 on the left, 60 on the right
+        >>> page[40:60, 48:52] += 150          # a stroke
+        >>> flat = page - local_background(page)
+        >>> float(np.abs(flat[:, :30]).max()) < 10, float(flat[50, 50]) > 120
+        (True, True)
+    """
+    height, width = ink.shape
+    factor = grid / max(height, width)
+    size = (max(1, round(width * factor)), max(1, round(height * factor)))
+    small = Image.fromarray(np.asarray(ink, dtype=np.float32), mode="F").resize(size, Image.Resampling.BOX)
+    low = small.filter(ImageFilter.RankFilter(window, window * window // 4))
+    return np.asarray(low.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+
+
 def mnist_style(gray: np.ndarray, *, invert: Invert = "auto") -> np.ndarray:
     """uint8 ``(28, 28)`` MNIST-style pixels from a float ``(H, W)`` grayscale picture.
 
@@ -255,6 +282,8 @@ def mnist_style(gray: np.ndarray, *, invert: Invert = "auto") -> np.ndarray:
     ink = 255.0 - gray if invert else gray.copy()
     if min(ink.shape) >= 64:  # photos: remove sensor/paper speckle before measuring
         ink = np.asarray(Image.fromarray(ink, mode="F").filter(ImageFilter.MedianFilter(3)), dtype=np.float32)
+    if min(ink.shape) >= 64:  # photos: lighting falls off across the page
+        ink = np.clip(ink - local_background(ink), 0.0, None)
     background = float(np.median(ink))
     level = float(ink.max())  # robust: speckle was median-filtered away
     if level - background < 16:

@@ -4,6 +4,15 @@
 ``examples/fit_lenet.py`` and ``paddle-mnist train`` are thin wrappers over
 :func:`train`.
 
+The default recipe: LeNet-5, batch 64, Adam, 8 epochs in two cosine cycles
+(:class:`TwoCycleCosine`, peak 3e-3 each). The first cycle, 2 epochs without
+augmentation, reaches 99% MNIST test top-1 at its end; the second, 6 epochs
+with :class:`~paddle_mnist_hapi.data.Augment` (rotation, slant, aspect,
+elastic, stroke width, blur), ends at 99.4% and reads non-MNIST digits better
+(docs/generalisation.md). ``--no-augment`` and ``--fast-epochs 0`` switch the
+two parts off; ``--epochs 4 --fast-epochs 0 --no-augment --lr 0.002`` is the
+earlier recipe (99.2%).
+
 Examples:
     >>> import tempfile
     >>> summary = train(TrainConfig(model="linear", epochs=1, limit=512, output=tempfile.mkdtemp(), verbose=0))
@@ -15,9 +24,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +39,19 @@ from paddle_mnist_hapi.callbacks.lr import LRStepper
 from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog
 from paddle_mnist_hapi.callbacks.resume import ResumeCkpt
 from paddle_mnist_hapi.callbacks.visualdl import VisualDL
-from paddle_mnist_hapi.data import MNIST, InMemoryLoader
+from paddle_mnist_hapi.data import MNIST, Augment, InMemoryLoader
 from paddle_mnist_hapi.device import set_device
 from paddle_mnist_hapi.errors import ConfigError
 from paddle_mnist_hapi.export import export_model
 from paddle_mnist_hapi.models import create_model
 from paddle_mnist_hapi.specs import specs_for
 
-__all__ = ["TrainConfig", "build_model", "seed_everything", "train"]
+__all__ = ["RECIPE_AUGMENT", "TrainConfig", "TwoCycleCosine", "build_model", "seed_everything", "train"]
 
 log = logging.getLogger(__name__)
+
+#: The recipe's augmentation (``TrainConfig.augment``), from epoch ``TrainConfig.fast_epochs`` on.
+RECIPE_AUGMENT = Augment()
 
 
 @dataclass
@@ -46,9 +59,19 @@ class TrainConfig:
     """Everything one training run depends on (the CLI's and the example's options)."""
 
     model: str = "lenet5"  # the CLI's help lists the registered names
-    epochs: int = field(default=4, metadata={"help": "training epochs"})
+    epochs: int = field(default=8, metadata={"help": "training epochs"})
     batch_size: int = field(default=64, metadata={"help": "images per training step"})
-    lr: float = field(default=0.002, metadata={"help": "peak learning rate (cosine decay)"})
+    lr: float = field(default=0.003, metadata={"help": "peak learning rate of each cosine cycle"})
+    fast_epochs: int = field(
+        default=2,
+        metadata={
+            "help": "epochs of a first cosine cycle without augmentation (99%% early); 0, or >= epochs: one cycle"
+        },
+    )
+    augment: bool = field(
+        default=True,
+        metadata={"help": "after the fast epochs, vary the training images (affine, elastic, stroke, blur)"},
+    )
     device: str = field(default="auto", metadata={"help": "auto, cpu or gpu"})
     output: str = field(default="runs/fit_lenet", metadata={"help": "run directory"})
     limit: int | None = field(default=None, metadata={"help": "train on the first N training images"})
@@ -68,6 +91,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer. Received: {name}={value!r}")
+        if isinstance(self.fast_epochs, bool) or not isinstance(self.fast_epochs, int) or self.fast_epochs < 0:
+            raise ConfigError(f"fast_epochs must be an integer >= 0. Received: fast_epochs={self.fast_epochs!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be a positive number. Received: lr={self.lr!r}")
         if self.limit is not None and self.limit < 1:
@@ -87,16 +112,57 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+class TwoCycleCosine(paddle.optimizer.lr.LRScheduler):
+    """Cosine from ``peak`` to 0 in ``first_steps`` updates, then again from ``peak`` to 0 by ``total_steps``.
+
+    The recipe's schedule: a short first cycle gives a good model early (99%
+    MNIST test top-1 after 2 epochs), the second, longer one trains with
+    augmentation. ``first_steps=0`` is one plain cosine. The rate is a closed
+    form of the update count, so ``ResumeCkpt`` restores it from ``last_epoch``.
+
+    Args:
+        peak (float): the rate at the start of each cycle.
+        first_steps (int): updates in the first cycle; 0 for a single cycle.
+        total_steps (int): updates in the whole run.
+
+    Examples:
+        >>> lr = TwoCycleCosine(0.1, first_steps=2, total_steps=6)
+        >>> values = []
+        >>> for _ in range(6):
+        ...     values.append(round(lr(), 4)); lr.step()
+        >>> values
+        [0.1, 0.05, 0.1, 0.0854, 0.05, 0.0146]
+    """
+
+    def __init__(self, peak: float, first_steps: int, total_steps: int) -> None:
+        if not 0 <= first_steps < total_steps:
+            raise ConfigError(
+                f"TwoCycleCosine needs 0 <= first_steps < total_steps. Received: first_steps={first_steps}, "
+                f"total_steps={total_steps}"
+            )
+        self.first_steps, self.total_steps = first_steps, total_steps
+        super().__init__(peak)
+
+    def get_lr(self) -> float:
+        step = self.last_epoch
+        if step < self.first_steps:
+            progress = step / self.first_steps
+        else:
+            progress = (step - self.first_steps) / (self.total_steps - self.first_steps)
+        return 0.5 * self.base_lr * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
 def build_model(config: TrainConfig, steps_per_epoch: int) -> paddle.Model:
-    """``paddle.Model`` with explicit input specs, Adam and a cosine-decayed learning rate.
+    """``paddle.Model`` with explicit input specs, Adam and the :class:`TwoCycleCosine` learning rate.
 
     Examples:
         >>> build_model(TrainConfig(model="linear"), steps_per_epoch=10)._optimizer.get_lr()
-        0.002
+        0.003
     """
     net = create_model(config.model)
     model = paddle.Model(net, *specs_for(config.model))
-    schedule = paddle.optimizer.lr.CosineAnnealingDecay(config.lr, T_max=config.epochs * steps_per_epoch)
+    fast = config.fast_epochs if config.fast_epochs < config.epochs else 0  # a short run is one cycle
+    schedule = TwoCycleCosine(config.lr, fast * steps_per_epoch, config.epochs * steps_per_epoch)
     optimizer = paddle.optimizer.Adam(learning_rate=schedule, parameters=net.parameters())
     model.prepare(optimizer, paddle.nn.CrossEntropyLoss(), paddle.metric.Accuracy())
     return model
@@ -137,7 +203,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_data = MNIST("train", data_dir=config.data_dir, limit=config.limit)
     test_data = MNIST("test", data_dir=config.data_dir)
     # the fast data path: whole splits in memory, ready batches, sharded across ranks
-    train_loader = InMemoryLoader(train_data, config.batch_size, shuffle=True)
+    augment = replace(RECIPE_AUGMENT, start_epoch=config.fast_epochs) if config.augment else None
+    train_loader = InMemoryLoader(train_data, config.batch_size, shuffle=True, augment=augment, seed=config.seed)
     test_loader = InMemoryLoader(test_data, 1000, shuffle=False)
     steps_per_epoch = len(train_loader)
     model = build_model(config, steps_per_epoch)

@@ -21,6 +21,12 @@ Design points:
 * It is a ``paddle.io.DataLoader`` (without worker processes), so hapi's
   distributed evaluation trims the padding ``DistributedBatchSampler`` adds
   when the data set does not split evenly across ranks.
+* ``augment=Augment()`` varies every training batch (affine, elastic, stroke
+  width, blur; see :mod:`~paddle_mnist_hapi.data.augment`), vectorised over
+  the batch. Its randomness is a pure function of ``(seed, epoch, the batch's
+  sample indices)``: one ``numpy.random.Generator`` per batch, the global RNGs
+  untouched, so a run resumed mid-epoch by ``ResumeCkpt`` replays the same
+  augmented batches with no RNG state to save.
 
 Examples:
     >>> from paddle_mnist_hapi.data import MNIST, InMemoryLoader
@@ -31,6 +37,7 @@ Examples:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +45,7 @@ import numpy as np
 import paddle
 
 from paddle_mnist_hapi._private.checks import check_int
+from paddle_mnist_hapi.data.augment import Augment
 from paddle_mnist_hapi.data.dataset import as_mnist
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -59,6 +67,10 @@ class InMemoryLoader(paddle.io.DataLoader):
             means ``paddle.distributed.ParallelEnv().nranks``. Default: None.
         rank (int, optional): this process's share; None means
             ``ParallelEnv().local_rank``. Default: None.
+        augment (Augment, optional): random variation applied to each batch
+            (training loaders only). Default: None (the images as they are).
+        seed (int, optional): seeds the augmentation, together with the epoch
+            and the batch's sample indices. Default: 0.
 
     Attributes:
         batch_sampler (paddle.io.DistributedBatchSampler): the batch order.
@@ -66,7 +78,8 @@ class InMemoryLoader(paddle.io.DataLoader):
         labels (np.ndarray): int64 ``(N, 1)``.
 
     Raises:
-        ConfigError: a data set of another kind, or a bad ``batch_size``, ``num_replicas`` or ``rank``.
+        ConfigError: a data set of another kind, or a bad ``batch_size``, ``num_replicas``, ``rank``,
+            ``augment`` or ``seed``.
 
     Examples:
         >>> import paddle
@@ -77,6 +90,9 @@ class InMemoryLoader(paddle.io.DataLoader):
         >>> model.fit(InMemoryLoader(MNIST("train", limit=256)), epochs=1, verbose=0)
         >>> sorted(model.evaluate(InMemoryLoader(MNIST("test", limit=64), shuffle=False), verbose=0))
         ['acc', 'loss']
+        >>> from paddle_mnist_hapi.data import Augment
+        >>> augmented = InMemoryLoader(MNIST("train", limit=256), augment=Augment(), seed=1)
+        >>> model.fit(augmented, epochs=1, verbose=0)
     """
 
     def __init__(
@@ -88,6 +104,8 @@ class InMemoryLoader(paddle.io.DataLoader):
         *,
         num_replicas: int | None = None,
         rank: int | None = None,
+        augment: Augment | None = None,
+        seed: int = 0,
     ) -> None:
         # paddle.io.DataLoader.__init__ is not called on purpose: it sets up
         # worker processes and a collate pipeline this loader does not need.
@@ -106,6 +124,12 @@ class InMemoryLoader(paddle.io.DataLoader):
                     f"rank must be an integer in [0, {replicas}) (one of the num_replicas ranks). "
                     f"Received: rank={rank!r}, num_replicas={replicas}"
                 )
+        if augment is not None and not isinstance(augment, Augment):
+            raise ConfigError(
+                "augment must be a paddle_mnist_hapi.data.Augment (e.g. Augment()) or None. "
+                f"Received: augment={augment!r}"
+            )
+        check_int("seed", seed, 0)
         try:
             mnist = as_mnist(dataset)
         except ConfigError as exc:
@@ -119,6 +143,8 @@ class InMemoryLoader(paddle.io.DataLoader):
         self.labels = np.ascontiguousarray(mnist.labels, dtype=np.int64)
         self.batch_size = batch_size
         self.drop_last = drop_last
+        self.augment = augment
+        self.seed = seed
         self.return_list = True
         self.num_workers = 0
         self.batch_sampler = paddle.io.DistributedBatchSampler(
@@ -129,9 +155,31 @@ class InMemoryLoader(paddle.io.DataLoader):
         return len(self.batch_sampler)
 
     def __iter__(self) -> Iterator[list[np.ndarray]]:  # type: ignore[override]
-        for indices in self.batch_sampler:
+        sampler = self.batch_sampler
+        # the epoch this pass draws (DistributedBatchSampler and ResumeCkpt's wrapper both say it before iterating)
+        epoch = int(getattr(sampler, "epoch", 0))
+        augment = self.augment.at_epoch(epoch) if self.augment is not None else None
+        for indices in sampler:
             index = np.asarray(indices, dtype=np.int64)
-            yield [self.images[index], self.labels[index]]
+            images = self.images[index]
+            if augment is not None:
+                images = augment(images, self.batch_rng(epoch, index))
+            yield [images, self.labels[index]]
+        if self.augment is not None and not getattr(sampler, "shuffle", True) and hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch + 1)  # an unshuffled sampler keeps its epoch; the augmentation must not repeat
+
+    def batch_rng(self, epoch: int, indices: np.ndarray) -> np.random.Generator:
+        """The generator that augments the batch of ``indices`` in ``epoch``: the same whenever the batch is replayed.
+
+        Examples:
+            >>> from paddle_mnist_hapi.data import MNIST
+            >>> loader = InMemoryLoader(MNIST("test", limit=10), seed=3)
+            >>> a = loader.batch_rng(1, np.arange(4)).random()
+            >>> a == loader.batch_rng(1, np.arange(4)).random(), a == loader.batch_rng(2, np.arange(4)).random()
+            (True, False)
+        """
+        key = zlib.crc32(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
+        return np.random.default_rng([self.seed, epoch, len(indices), key])
 
     def __call__(self) -> Iterator[list[np.ndarray]]:  # type: ignore[override]
         return self.__iter__()
@@ -153,5 +201,6 @@ class InMemoryLoader(paddle.io.DataLoader):
         return (
             f"InMemoryLoader({len(self.labels)} samples, batch_size={self.batch_size}, "
             f"shuffle={getattr(sampler, 'shuffle', '?')}, drop_last={self.drop_last}, "
-            f"rank {getattr(sampler, 'local_rank', 0)} of {getattr(sampler, 'nranks', 1)})"
+            f"rank {getattr(sampler, 'local_rank', 0)} of {getattr(sampler, 'nranks', 1)}"
+            + (f", augment={self.augment}, seed={self.seed})" if self.augment is not None else ")")
         )

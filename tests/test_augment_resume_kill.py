@@ -1,0 +1,85 @@
+"""Augmented training is exact under SIGKILL: a killed and re-run augmented training ends
+bit-identical to an uninterrupted one (real subprocesses, real MNIST, a few hundred images)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import PYTHON, ROOT
+
+SCRIPT = str(ROOT / "tests/scripts/augmented_resumable_train.py")
+STEPS_PER_EPOCH = 12  # 384 images, batch 32
+pytestmark = pytest.mark.slow
+
+
+def _command(save_dir: Path, out: Path, *extra: str) -> list[str]:
+    return [PYTHON, SCRIPT, "--save-dir", str(save_dir), "--out", str(out), *extra]
+
+
+def _run(save_dir: Path, out: Path, env: dict[str, str], *extra: str) -> dict:
+    proc = subprocess.run(
+        _command(save_dir, out, *extra), capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(Path(str(out) + ".json").read_text())
+
+
+def _params(out: Path) -> dict[str, np.ndarray]:
+    with np.load(str(out) + ".npz") as data:
+        return {key: data[key] for key in data.files}
+
+
+def _checkpoint_steps(save_dir: Path) -> list[int]:
+    return [int(c.name[5:]) for c in save_dir.glob("ckpt-*")] if save_dir.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, dict]:
+    """The uninterrupted augmented run."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONWARNINGS="ignore:No ccache found:UserWarning")
+    base = tmp_path_factory.mktemp("augmented-reference")
+    return base / "run", _run(base / "ckpt", base / "run", env)
+
+
+@pytest.mark.parametrize("kill_after_step", [15, 25], ids=["mid-epoch-1", "early-epoch-2"])
+def test_killed_augmented_run_resumes_bit_identical(tmp_path, reference, subprocess_env, kill_after_step):
+    ref_out, ref = reference
+    save_dir, out = tmp_path / "ckpt", tmp_path / "run"
+    proc = subprocess.Popen(
+        _command(save_dir, out, "--sleep", "0.1"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while not any(step >= kill_after_step for step in _checkpoint_steps(save_dir)):
+        assert proc.poll() is None, "training ended before the kill point"
+        assert time.monotonic() < deadline, "kill point not reached in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not Path(str(out) + ".npz").exists()
+
+    done = _run(save_dir, out, subprocess_env)
+    resumed_step = int(Path(done["report"]["resumed_from"]).name[5:])
+    assert resumed_step >= kill_after_step and resumed_step % STEPS_PER_EPOCH != 0  # resumed mid-epoch
+    assert 0 < done["here"] < ref["here"]  # batches were skipped, not replayed
+    assert done["total"] == ref["total"] == done["step"]
+    expected = _params(ref_out)
+    got = _params(out)
+    assert sorted(got) == sorted(expected)
+    for key in expected:
+        assert np.array_equal(got[key], expected[key]), f"{key} differs after the resume"
+
+
+def test_the_augmentation_changes_the_training(tmp_path, reference, subprocess_env):
+    ref_out, _ = reference
+    _run(tmp_path / "ckpt", tmp_path / "plain", subprocess_env, "--no-augment")
+    plain, augmented = _params(tmp_path / "plain"), _params(ref_out)
+    assert any(not np.array_equal(plain[key], augmented[key]) for key in plain)
