@@ -77,6 +77,12 @@ def _best_rule(monitor: str, mode: str, min_delta: float) -> MonitorCallback:
     return MonitorCallback(monitor=monitor, mode=resolved, min_delta=min_delta)
 
 
+def _augment_of(loader: Any) -> str | None:
+    """The data augmentation of an ``InMemoryLoader`` (settings and seed), part of what a run is."""
+    augment = getattr(loader, "augment", None)
+    return None if augment is None else f"{augment!r}, seed={getattr(loader, 'seed', None)}"
+
+
 class ResumeCkpt(paddle.callbacks.Callback):
     """Exact checkpoint/resume for ``paddle.Model.fit``; ``fit``'s ``epochs`` and ``num_iters`` are the run's totals.
 
@@ -228,6 +234,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
             batch_size=getattr(sampler, "batch_size", None),
             dataset_len=len(dataset) if dataset is not None else None,
             world_size=paddle.distributed.ParallelEnv().nranks,
+            augment=_augment_of(loop.train_loader),
         )
         self._check_init_from()
         if is_rank0():

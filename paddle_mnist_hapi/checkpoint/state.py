@@ -251,9 +251,17 @@ def _schedule_config(scheduler: Any) -> dict[str, Any]:
 
 
 def fingerprint(
-    model: paddle.Model, *, batch_size: int | None, dataset_len: int | None, world_size: int
+    model: paddle.Model,
+    *,
+    batch_size: int | None,
+    dataset_len: int | None,
+    world_size: int,
+    augment: str | None = None,
 ) -> dict[str, Any]:
-    """What a checkpoint belongs to: resuming into anything else is refused."""
+    """What a checkpoint belongs to: resuming into anything else is refused.
+
+    ``augment`` describes the loader's data augmentation (settings and seed), when it has one.
+    """
     network, optimizer = model.network, model._optimizer
     hyper = {}
     if optimizer is not None:
@@ -271,6 +279,7 @@ def fingerprint(
         "dataset_len": dataset_len,
         "world_size": world_size,
         "accumulate_grad_batches": int(getattr(model, "_accumulate", 1) or 1),
+        **({"augment": augment} if augment is not None else {}),
     }
 
 
