@@ -23,8 +23,8 @@ demo: install
 	$(BIN)/python examples/fit_lenet.py
 
 lint: install
-	$(BIN)/ruff check paddle_mnist_hapi examples tests bench
-	$(BIN)/ruff format --check paddle_mnist_hapi examples tests bench
+	$(BIN)/ruff check paddle_mnist_hapi examples tests bench tools conftest.py
+	$(BIN)/ruff format --check paddle_mnist_hapi examples tests bench tools conftest.py
 
 test: install lint browser
 	$(BIN)/python -m pytest
