@@ -20,6 +20,7 @@ __all__ = [
     "DataNotFoundError",
     "DeviceError",
     "ExportError",
+    "FitInputError",
     "ImageError",
     "PaddleMnistError",
     "UnknownModelError",
@@ -67,3 +68,7 @@ class ImageError(PaddleMnistError, ValueError):
 
 class ExportError(PaddleMnistError, RuntimeError):
     """An exported model is missing, unreadable or disagrees with the original."""
+
+
+class FitInputError(ConfigError):
+    """What ``fit`` was given (samples, labels, loss, InputSpec) cannot train or export correctly."""

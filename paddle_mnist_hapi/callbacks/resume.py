@@ -40,7 +40,7 @@ import paddle
 
 from paddle_mnist_hapi._private import hapi_loop
 from paddle_mnist_hapi._private.checks import check_int
-from paddle_mnist_hapi.callbacks.base import is_rank0, log_values, scalar, stateful_callbacks
+from paddle_mnist_hapi.callbacks.base import is_rank0, log_values, run_preflight, scalar, stateful_callbacks
 from paddle_mnist_hapi.callbacks.monitor import infer_mode
 from paddle_mnist_hapi.checkpoint import state as S
 from paddle_mnist_hapi.checkpoint.store import CheckpointInfo, CheckpointStore, read_tensors
@@ -187,6 +187,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
 
     # ------------------------------------------------------------ hapi hooks
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        run_preflight(self)
         self._loop = hapi_loop.find_fit_loop()
         self._sampler = hapi_loop.batch_sampler_of(self._loop.train_loader)
         if self._sampler is None:
