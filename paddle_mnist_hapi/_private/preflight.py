@@ -43,7 +43,7 @@ import paddle
 
 from paddle_mnist_hapi.errors import CheckpointError, FitInputError
 
-__all__ = ["check_data", "check_fit", "check_spec", "first_sample"]
+__all__ = ["SPEC_FIX", "check_data", "check_fit", "check_spec", "first_sample", "spec_mismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,9 @@ def check_data(model: Any, loader: Any, what: str = "train_data") -> None:
             if _is_pil(value):
                 raise FitInputError(
                     f"The samples of {what} are PIL images (field {position} of dataset[0] is a "
-                    f"{type(value).__module__}.{type(value).__name__}), which paddle.io.DataLoader cannot batch: its loader thread "
-                    "would die and fit would wait forever. Give the dataset a transform that returns arrays, "
+                    f"{type(value).__module__}.{type(value).__name__}), which paddle.io.DataLoader cannot batch: "
+                    "its loader thread would die and fit would wait forever. Give the dataset a transform that returns "
+                    "arrays, "
                     "e.g. paddle.vision.datasets.MNIST(mode='train', transform=paddle.vision.transforms.ToTensor()) "
                     "(offline: paddle_mnist_hapi.data.paddle_mnist('train', transform=ToTensor())), or use "
                     f"paddle_mnist_hapi.data.MNIST('train'). Received: {type(value).__name__} of size {value.size}"
@@ -230,18 +231,23 @@ def _shape(shape: Any) -> str:
     return "[" + ", ".join("None" if d is None or d < 0 else str(d) for d in shape) + "]"
 
 
-def check_spec(model: Any) -> None:
-    """Run the network once on zeros shaped like the model's ``InputSpec`` (batch of one, eval mode, no grad).
+def spec_mismatch(model: Any) -> str | None:
+    """Why the network cannot take a batch shaped like the model's ``InputSpec``, or None when it can.
 
-    Raises:
-        FitInputError: the network cannot take input of that shape, so ``model.save(training=False)``
-            and ``export_model`` would fail after training.
+    Runs the network once on zeros of that shape (batch of one, eval mode, no
+    gradients, RNG states restored). Specs with a free dimension other than
+    the batch, or no spec at all, are not tried (None).
+
+    Examples:
+        >>> from paddle_mnist_hapi import create_model, specs_for
+        >>> spec_mismatch(paddle.Model(create_model("lenet5"), *specs_for("lenet5"))) is None
+        True
     """
     inputs = list(getattr(model, "_inputs", None) or [])
     if not inputs or any(len(spec.shape or ()) < 2 for spec in inputs):
-        return  # no spec (hapi makes up [-1]); export_model refuses that on its own
+        return None  # no spec (hapi makes up [-1]); export_model refuses that on its own
     if any(d is None or d < 0 for spec in inputs for d in list(spec.shape)[1:]):
-        return  # a free dimension other than the batch: no single shape to try
+        return None  # a free dimension other than the batch: no single shape to try
     network = model.network
     was_training = network.training
     zeros = [paddle.zeros([1, *list(spec.shape)[1:]], dtype=spec.dtype) for spec in inputs]
@@ -250,16 +256,35 @@ def check_spec(model: Any) -> None:
         with paddle.no_grad(), _rng_untouched():
             network(*zeros)
     except Exception as exc:  # Paddle raises ValueError, RuntimeError, ... for a shape it cannot take
-        reason = " ".join(str(exc).split())
+        reason = " ".join(str(exc).split()).split(" [Hint:")[0]
         reason = reason[:300] + ("..." if len(reason) > 300 else "")
         specs = ", ".join(f"{spec.name!r} {_shape(spec.shape)}" for spec in inputs)
-        raise FitInputError(
+        return (
             f"The model's InputSpec {specs} does not fit the network: a batch of that shape fails in "
-            f"{type(network).__name__}.forward. Training would not notice (it ignores the spec), but "
-            "model.save(path, training=False) and export_model would fail after it. Pass the spec of the input the "
-            "network takes, e.g. paddle.Model(net, *paddle_mnist_hapi.specs_for(model_name)) or "
-            f"InputSpec([None, 1, 28, 28], 'float32', 'image') for a convolutional network. Paddle said: {reason}"
-        ) from exc
+            f"{type(network).__name__}.forward ({reason})"
+        )
     finally:
         if was_training:
             network.train()
+    return None
+
+
+#: How to fix a spec that does not fit, shared by the preflight and ``export_model``.
+SPEC_FIX = (
+    "Pass the spec of the input the network takes, e.g. paddle.Model(net, *paddle_mnist_hapi.specs_for(model_name)) "
+    "or InputSpec([None, 1, 28, 28], 'float32', 'image') for a convolutional network."
+)
+
+
+def check_spec(model: Any) -> None:
+    """Refuse an ``InputSpec`` the network cannot take (see :func:`spec_mismatch`).
+
+    Raises:
+        FitInputError: ``model.save(training=False)`` and ``export_model`` would fail after training.
+    """
+    problem = spec_mismatch(model)
+    if problem is not None:
+        raise FitInputError(
+            f"{problem}. Training would not notice (it ignores the spec), but model.save(path, training=False) "
+            f"and export_model would fail after it. {SPEC_FIX}"
+        )

@@ -11,4 +11,14 @@ from paddle_mnist_hapi.data.loader import InMemoryLoader
 from paddle_mnist_hapi.data.paddle_vision import paddle_mnist
 from paddle_mnist_hapi.data.sources import MnistArrays, load_arrays
 
-__all__ = ["MEAN", "MNIST", "STD", "InMemoryLoader", "MnistArrays", "as_mnist", "load_arrays", "normalize", "paddle_mnist"]
+__all__ = [
+    "MEAN",
+    "MNIST",
+    "STD",
+    "InMemoryLoader",
+    "MnistArrays",
+    "as_mnist",
+    "load_arrays",
+    "normalize",
+    "paddle_mnist",
+]
