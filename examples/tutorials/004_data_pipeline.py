@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     valid_loader = paddle.io.DataLoader(val_set, batch_size=BATCHSIZE, num_workers=0)
     image_data, label_data = next(iter(train_loader))
     print("打印第一个batch数据的维度:")
-    print(f"图像维度: {image_data.shape}, 标签维度: {label_data.shape}")
+    print(f"图像维度: {list(image_data.shape)}, 标签维度: {list(label_data.shape)}")
     batches_checked = check_batches(train_loader) + check_batches(valid_loader)
 
     # The library's way: the same split, normalized once, no worker processes.
