@@ -105,6 +105,32 @@ def test_eval_data_is_checked_at_train_begin_too(mnist_train_small):
     assert counter.batches == 0
 
 
+def test_samples_the_network_cannot_take_are_refused_before_the_first_step(mnist_train_small):
+    # the course's paddle.vision.set_image_backend('cv2'): Paddle's MNIST then yields float32 [28, 28] arrays,
+    # which a convolutional network cannot take; hapi would fail in the first step with Paddle's raw error
+    counter = BatchCounter()
+    with pytest.raises(FitInputError, match=r"samples of train_data \(\[28, 28\] float32\) do not fit the network"):
+        _model().fit(
+            paddle_mnist("train", limit=100, backend="cv2"),
+            batch_size=32,
+            verbose=0,
+            callbacks=[callbacks.NaNGuard(), counter],
+        )
+    assert counter.batches == 0
+
+
+def test_float64_samples_are_refused_before_the_first_step(mnist_train_small):
+    small = MNIST.from_arrays(mnist_train_small.raw_images[:64], mnist_train_small.labels[:64])
+    small.images = small.images.astype("float64")
+    with pytest.raises(FitInputError, match=r"\[1, 28, 28\] float64\) do not fit the network"):
+        _model().fit(small, batch_size=32, verbose=0, callbacks=[callbacks.NaNGuard()])
+
+
+def test_the_flat_preset_on_images_stays_accepted(mnist_train_small):
+    # the library's MLPs flatten inside: [1, 28, 28] samples with the [None, 784] spec train and export
+    _model("mlp").fit(MNIST("train", limit=64), batch_size=32, verbose=0, callbacks=[callbacks.NaNGuard()])
+
+
 def test_pil_samples_fail_at_train_begin_instead_of_hanging(subprocess_env):
     # Without the check, hapi's loader thread dies in default_collate_fn and fit waits forever:
     # run it in a subprocess so that a regression fails on the timeout instead of hanging the suite.

@@ -9,7 +9,11 @@ Mistakes the classic tutorials' readers make hang or fail late under hapi:
   from the backward pass;
 * an ``InputSpec`` that does not fit the network (the MLP's ``[None, 784]`` on
   a LeNet): accepted through all of training, then ``model.save(...,
-  training=False)`` fails with Paddle's raw shape error.
+  training=False)`` fails with Paddle's raw shape error;
+* samples the network cannot take (``[28, 28]`` arrays from
+  ``set_image_backend('cv2')``, float64): Paddle's raw error in the first step;
+* samples that are Paddle tensors in a ``DataLoader`` with workers: Paddle's
+  workers crash intermittently with shared memory, so it is turned off (a warning says so).
 
 :func:`check_fit` runs from the ``on_train_begin`` of every callback of this
 library; the first one to run does the work, the others see it done (the flag
@@ -18,7 +22,7 @@ the train and eval data by index (``dataset[0]``, never the loader's iterator
 or sampler) with Python's, numpy's and Paddle's RNG states restored afterwards,
 so the data order and random augmentations of the run are unchanged; and it
 runs one forward pass of a batch of one shaped like the ``InputSpec``, in eval
-mode, without gradients.
+mode, without gradients, and one on a zero batch of one shaped like the first sample.
 
 Examples:
     >>> import numpy as np, paddle
@@ -200,6 +204,30 @@ def check_data(model: Any, loader: Any, what: str = "train_data") -> None:
                 f"InputSpec([None, {', '.join(str(d) for d in np.shape(value))}], 'float32', 'image'). "
                 f"Received: InputSpec{_shape(spec.shape)}, sample shape {list(np.shape(value))}"
             )
+    _check_sample_forward(model, sample[:n_inputs], what)
+
+
+def _check_sample_forward(model: Any, values: tuple[Any, ...], what: str) -> None:
+    """A batch of one zero sample, shaped and typed like the data's first sample, must pass the network."""
+    if getattr(model, "network", None) is None or not values:
+        return
+    shapes, dtypes = [], []
+    for value in values:
+        dtype = _dtype(value)
+        if dtype is None or dtype in ("float", "int64") or not hasattr(value, "shape"):
+            return  # plain numbers or unknown objects: nothing reliable to try
+        shapes.append([int(d) for d in value.shape])
+        dtypes.append(dtype)
+    zeros = [paddle.zeros([1, *shape], dtype=dtype) for shape, dtype in zip(shapes, dtypes, strict=True)]
+    reason = _forward_error(model.network, zeros)
+    if reason is not None:
+        got = ", ".join(f"{shape} {dtype}" for shape, dtype in zip(shapes, dtypes, strict=True))
+        raise FitInputError(
+            f"The samples of {what} ({got}) do not fit the network: a batch of them fails in "
+            f"{type(model.network).__name__}.forward ({reason}). Make the dataset return what the network takes, "
+            "e.g. float32 [1, 28, 28] for a convolutional network (reshape and astype('float32') in __getitem__ "
+            f"or the transform). Received: sample {got}"
+        )
 
 
 def _avoid_worker_crash(loader: Any, sample: tuple[Any, ...], what: str) -> None:
@@ -248,21 +276,27 @@ def spec_mismatch(model: Any) -> str | None:
         return None  # no spec (hapi makes up [-1]); export_model refuses that on its own
     if any(d is None or d < 0 for spec in inputs for d in list(spec.shape)[1:]):
         return None  # a free dimension other than the batch: no single shape to try
-    network = model.network
-    was_training = network.training
     zeros = [paddle.zeros([1, *list(spec.shape)[1:]], dtype=spec.dtype) for spec in inputs]
+    reason = _forward_error(model.network, zeros)
+    if reason is None:
+        return None
+    specs = ", ".join(f"{spec.name!r} {_shape(spec.shape)}" for spec in inputs)
+    return (
+        f"The model's InputSpec {specs} does not fit the network: a batch of that shape fails in "
+        f"{type(model.network).__name__}.forward ({reason})"
+    )
+
+
+def _forward_error(network: Any, inputs: list[paddle.Tensor]) -> str | None:
+    """Run ``network`` once on ``inputs`` (eval mode, no gradients, RNG untouched); Paddle's complaint or None."""
+    was_training = network.training
     try:
         network.eval()
         with paddle.no_grad(), _rng_untouched():
-            network(*zeros)
-    except Exception as exc:  # Paddle raises ValueError, RuntimeError, ... for a shape it cannot take
+            network(*inputs)
+    except Exception as exc:  # Paddle raises ValueError, RuntimeError, ... for an input it cannot take
         reason = " ".join(str(exc).split()).split(" [Hint:")[0]
-        reason = reason[:300] + ("..." if len(reason) > 300 else "")
-        specs = ", ".join(f"{spec.name!r} {_shape(spec.shape)}" for spec in inputs)
-        return (
-            f"The model's InputSpec {specs} does not fit the network: a batch of that shape fails in "
-            f"{type(network).__name__}.forward ({reason})"
-        )
+        return reason[:300] + ("..." if len(reason) > 300 else "")
     finally:
         if was_training:
             network.train()
