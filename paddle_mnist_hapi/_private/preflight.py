@@ -218,6 +218,8 @@ def _check_sample_forward(model: Any, values: tuple[Any, ...], what: str) -> Non
             return  # plain numbers or unknown objects: nothing reliable to try
         shapes.append([int(d) for d in value.shape])
         dtypes.append(dtype)
+    if not paddle.in_dynamic_mode():
+        return
     zeros = [paddle.zeros([1, *shape], dtype=dtype) for shape, dtype in zip(shapes, dtypes, strict=True)]
     reason = _forward_error(model.network, zeros)
     if reason is not None:
@@ -276,6 +278,8 @@ def spec_mismatch(model: Any) -> str | None:
         return None  # no spec (hapi makes up [-1]); export_model refuses that on its own
     if any(d is None or d < 0 for spec in inputs for d in list(spec.shape)[1:]):
         return None  # a free dimension other than the batch: no single shape to try
+    if not paddle.in_dynamic_mode():
+        return None
     zeros = [paddle.zeros([1, *list(spec.shape)[1:]], dtype=spec.dtype) for spec in inputs]
     reason = _forward_error(model.network, zeros)
     if reason is None:
@@ -289,6 +293,8 @@ def spec_mismatch(model: Any) -> str | None:
 
 def _forward_error(network: Any, inputs: list[paddle.Tensor]) -> str | None:
     """Run ``network`` once on ``inputs`` (eval mode, no gradients, RNG untouched); Paddle's complaint or None."""
+    if not paddle.in_dynamic_mode():
+        return None  # hapi's static-graph mode: a forward here would add ops to the program
     was_training = network.training
     try:
         network.eval()
