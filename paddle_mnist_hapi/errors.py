@@ -22,6 +22,7 @@ __all__ = [
     "DataNotFoundError",
     "DeviceError",
     "ExportError",
+    "FitInputError",
     "ImageError",
     "PaddleMnistError",
     "PaddleVersionError",
@@ -74,3 +75,7 @@ class ExportError(PaddleMnistError, RuntimeError):
 
 class PaddleVersionError(PaddleMnistError, ImportError):
     """The installed PaddlePaddle is older than the releases this library supports."""
+
+
+class FitInputError(ConfigError):
+    """What ``fit`` was given (samples, labels, loss, InputSpec) cannot train or export correctly."""

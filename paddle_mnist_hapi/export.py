@@ -167,7 +167,17 @@ def export_model(
         class_names (Sequence[str], optional): written to the metadata. Default: ``'0'``..``'9'``.
 
     Raises:
-        ExportError: the model has no input spec, or the reloaded model disagrees.
+        ExportError: the model has no input spec, a spec the network cannot take, or the reloaded
+            model disagrees.
+
+    Examples:
+        >>> import tempfile, paddle
+        >>> from paddle_mnist_hapi import create_model
+        >>> flat = paddle.static.InputSpec([None, 784], "float32", "image")
+        >>> export_model(paddle.Model(create_model("lenet5"), flat), tempfile.mkdtemp() + "/m")
+        Traceback (most recent call last):
+        ...
+        paddle_mnist_hapi.errors.ExportError: Cannot export: The model's InputSpec 'image' [None, 784] does not fit ...
     """
     # Without ``inputs`` hapi makes up a spec from forward()'s signature, shape (-1,).
     if not model._inputs or any(len(spec.shape or ()) < 2 for spec in model._inputs):
@@ -175,6 +185,11 @@ def export_model(
             "The paddle.Model has no input spec, so the export would bake in a batch shape. Build it as "
             "paddle.Model(net, *specs_for(name)). Received: inputs=None"
         )
+    from paddle_mnist_hapi._private.preflight import SPEC_FIX, spec_mismatch
+
+    problem = spec_mismatch(model)
+    if problem is not None:
+        raise ExportError(f"Cannot export: {problem}. {SPEC_FIX}")
     prefix = str(prefix)
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     network = model.network

@@ -33,6 +33,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import paddle
@@ -46,6 +47,7 @@ __all__ = [
     "log_values",
     "publish_scalars",
     "published_scalars",
+    "run_preflight",
     "scalar",
     "stateful_callbacks",
 ]
@@ -178,6 +180,30 @@ class RunningMean:
         return [self.total, self.weight]
 
 
+def run_preflight(callback: paddle.callbacks.Callback) -> None:
+    """Check the running ``fit``'s samples, labels, loss and InputSpec, once per ``fit``.
+
+    Every callback of this library calls it first thing in ``on_train_begin``
+    (see ``paddle_mnist_hapi._private.preflight``); outside ``fit`` it does nothing.
+
+    Examples:
+        >>> run_preflight(paddle.callbacks.Callback())  # not inside fit: nothing to check
+    """
+    from paddle_mnist_hapi._private import preflight
+
+    preflight.check_fit(getattr(callback, "model", None))
+
+
+def _with_preflight(hook: Any) -> Any:
+    @functools.wraps(hook)
+    def on_train_begin(self: Any, logs: dict[str, Any] | None = None) -> None:
+        run_preflight(self)
+        hook(self, logs)
+
+    on_train_begin._runs_preflight = True  # type: ignore[attr-defined]
+    return on_train_begin
+
+
 class StatefulCallback(paddle.callbacks.Callback):
     """Base class of the library's callbacks that have state to resume.
 
@@ -187,6 +213,14 @@ class StatefulCallback(paddle.callbacks.Callback):
     """
 
     state_key: str = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every subclass's own on_train_begin first checks fit's inputs (once per fit), whether or not it
+        # calls super(): a data or spec mistake is reported when training starts, never as a hang.
+        super().__init_subclass__(**kwargs)
+        hook = cls.__dict__.get("on_train_begin")
+        if hook is not None and not getattr(hook, "_runs_preflight", False):
+            cls.on_train_begin = _with_preflight(hook)  # type: ignore[method-assign]
 
     def __init__(self) -> None:
         super().__init__()
@@ -227,6 +261,7 @@ class StatefulCallback(paddle.callbacks.Callback):
         """Restore what ``state_tensors()`` returned; called by ``ResumeCkpt`` before ``load_state_dict``."""
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        run_preflight(self)
         if not self._state_loaded:
             self.reset_state()
 

@@ -26,6 +26,7 @@ import numpy as np
 import paddle
 
 from paddle_mnist_hapi._private.checks import check_int
+from paddle_mnist_hapi.callbacks.base import run_preflight
 from paddle_mnist_hapi.callbacks.monitor import Mode, MonitorCallback
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -159,6 +160,9 @@ class LRStepper(paddle.callbacks.LRScheduler):
             )
         self.by = by
         super().__init__(by_step=by == "update", by_epoch=by == "epoch")
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        run_preflight(self)
 
     def _schedule(self) -> paddle.optimizer.lr.LRScheduler | None:
         optimizer = getattr(self.model, "_optimizer", None)

@@ -52,7 +52,7 @@ import paddle
 
 from paddle_mnist_hapi._private import hapi_loop
 from paddle_mnist_hapi._private.checks import check_int
-from paddle_mnist_hapi.callbacks.base import is_rank0, log_values, scalar, stateful_callbacks
+from paddle_mnist_hapi.callbacks.base import is_rank0, log_values, run_preflight, scalar, stateful_callbacks
 from paddle_mnist_hapi.callbacks.monitor import MonitorCallback, infer_mode
 from paddle_mnist_hapi.checkpoint import retention
 from paddle_mnist_hapi.checkpoint import state as S
@@ -217,6 +217,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         mean_eval_loss(model)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        run_preflight(self)
         self._stop_request.start_clock()
         self._loop = loop = hapi_loop.find_fit_loop()
         if self.store is None:

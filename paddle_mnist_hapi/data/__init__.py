@@ -9,6 +9,18 @@ Examples:
 from paddle_mnist_hapi.data.augment import Augment
 from paddle_mnist_hapi.data.dataset import MEAN, MNIST, STD, as_mnist, normalize
 from paddle_mnist_hapi.data.loader import InMemoryLoader
+from paddle_mnist_hapi.data.paddle_vision import paddle_mnist
 from paddle_mnist_hapi.data.sources import MnistArrays, load_arrays
 
-__all__ = ["MEAN", "MNIST", "STD", "Augment", "InMemoryLoader", "MnistArrays", "as_mnist", "load_arrays", "normalize"]
+__all__ = [
+    "MEAN",
+    "MNIST",
+    "STD",
+    "Augment",
+    "InMemoryLoader",
+    "MnistArrays",
+    "as_mnist",
+    "load_arrays",
+    "normalize",
+    "paddle_mnist",
+]

@@ -16,6 +16,7 @@ Examples:
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -32,6 +33,17 @@ STD = 127.5
 #: The classic Paddle MNIST course keeps the first 50,000 training images for
 #: training and the last 10,000 for validation.
 COURSE_TRAIN_SIZE = 50000
+
+# ``fit(dataset)`` makes hapi build a DataLoader, which yields tensors; hapi's train_batch then
+# calls ``paddle.to_tensor`` on those tensors again (paddle/hapi/model.py), and Paddle warns once
+# per process "To copy construct from a tensor, it is recommended to use
+# sourceTensor.clone().detach() ...". It comes from hapi's own code, for every Dataset (Paddle's
+# MNIST too), and the user can do nothing about it. Paddle attributes it to its own
+# ``to_tensor`` (paddle.tensor.creation) whoever calls it, so this filter cannot tell hapi's call
+# from a user's; it hides that one message only.
+warnings.filterwarnings(
+    "ignore", message="To copy construct from a tensor", category=UserWarning, module=r"paddle\.tensor\.creation"
+)
 
 Mode = Literal["train", "val", "test"]
 Split = Literal["full", "course"]
@@ -141,22 +153,33 @@ class MNIST(paddle.io.Dataset):
 def as_mnist(dataset: Any) -> MNIST:
     """Return ``dataset`` as an in-memory :class:`MNIST`.
 
-    Accepts this library's ``MNIST`` (returned as is) and
+    Accepts this library's ``MNIST`` (returned as is),
     ``paddle.vision.datasets.MNIST`` objects (their raw pixels are taken,
-    their transform is ignored and replaced by the library's normalization).
+    their transform is ignored and replaced by the library's normalization),
+    and ``paddle.io.Subset`` of either (nested too), in the subset's order.
+
+    Raises:
+        ConfigError: any other kind of data set.
 
     Examples:
         >>> ds = MNIST("test", limit=10)
         >>> as_mnist(ds) is ds
         True
+        >>> as_mnist(paddle.io.Subset(ds, [3, 1])).labels.ravel().tolist()
+        [0, 2]
     """
     if isinstance(dataset, MNIST):
         return dataset
     from paddle.vision.datasets import MNIST as PaddleMNIST
 
+    if isinstance(dataset, paddle.io.Subset):
+        inner = as_mnist(dataset.dataset)
+        index = np.asarray(dataset.indices, dtype=np.int64)
+        return MNIST.from_arrays(inner.raw_images[index], inner.labels[index], mode=inner.mode)
     if isinstance(dataset, PaddleMNIST):
         images = np.asarray(dataset.images, dtype=np.float32).reshape(-1, 28, 28)
         return MNIST.from_arrays(images.astype(np.uint8), np.asarray(dataset.labels), mode=dataset.mode)
     raise ConfigError(
-        f"Expected paddle_mnist_hapi.data.MNIST or paddle.vision.datasets.MNIST. Received: {type(dataset).__name__}"
+        "Expected paddle_mnist_hapi.data.MNIST, paddle.vision.datasets.MNIST or a paddle.io.Subset of one. "
+        f"Received: {type(dataset).__name__}"
     )
