@@ -110,7 +110,9 @@ def test_a_resumed_pass_replays_the_same_augmented_batches() -> None:
     loader = InMemoryLoader(MNIST("train", limit=160), batch_size=32, augment=Augment(), seed=3)
     full = _passes(loader, 2)
     inner = loader.batch_sampler
-    hapi_loop.install(loader, hapi_loop.ResumableSampler(inner, epoch=2, skip=3))
+    sampler = hapi_loop.EpochSampler(inner)
+    sampler.configure(2, skip=3)
+    hapi_loop.install(loader, sampler)
     try:
         tail = list(loader)
     finally:

@@ -228,6 +228,7 @@ def guard_epochs(model: paddle.Model, on_error: Callable[[BaseException], None])
     place every batch, data-loading step and batch callback goes through.
     """
     original = model._run_one_epoch
+    patched_before = model.__dict__.get("_run_one_epoch")  # another wrapper (e.g. the mean evaluation loss)
 
     def run_one_epoch(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -240,7 +241,10 @@ def guard_epochs(model: paddle.Model, on_error: Callable[[BaseException], None])
 
     def undo() -> None:
         if model.__dict__.get("_run_one_epoch") is run_one_epoch:
-            del model._run_one_epoch
+            if patched_before is None:
+                del model._run_one_epoch
+            else:
+                model._run_one_epoch = patched_before
 
     return undo
 

@@ -78,3 +78,12 @@ def test_evaluate_returns_hapis_keys_with_the_mean_loss(mnist_test_small):
     assert hapi["loss"][0] != pytest.approx(ours["loss"][0], rel=1e-3)  # hapi's is the 2-image last batch
     assert mean_eval_loss(model) is model  # idempotent
     assert model.evaluate(test, batch_size=64, verbose=0)["loss"] == ours["loss"]
+
+
+def test_evaluate_after_a_fit_with_resume_still_reports_the_mean(tmp_path, mnist_train_small, mnist_test_small):
+    """ResumeCkpt's epoch guard wraps hapi's epoch runner for one fit; undoing it keeps the mean-loss wrapper."""
+    train, test = first(mnist_train_small, 128), first(mnist_test_small, 130)
+    model = lenet(0.01)
+    model.fit(train, batch_size=64, epochs=1, verbose=0, callbacks=[ResumeCkpt(tmp_path)])
+    loss = model.evaluate(test, batch_size=64, verbose=0)["loss"][0]
+    assert loss == pytest.approx(mean_by_hand(model, test), rel=1e-5)
