@@ -263,7 +263,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"paddle.inference  {result['paddle']}.json + .pdiparams (+ .meta.json)")
+        print(f"paddle.inference  {result['paddle']}.json + .pdiparams (+ _meta.json)")
         if "onnx" in result:
             onnx = result["onnx"]
             detail = f"opset {onnx['opset_version']}, max abs diff {onnx['max_abs_diff']:.3g}"

@@ -3,7 +3,7 @@
 ``export_model`` calls ``model.save(prefix, training=False)`` (Paddle 3 writes
 ``prefix.json`` + ``prefix.pdiparams``), reloads the files with the real
 ``paddle.inference`` predictor, checks its outputs against the trained model
-at batch size 1 and N, and writes ``prefix.meta.json`` with what a consumer
+at batch size 1 and N, and writes ``prefix_meta.json`` with what a consumer
 needs (input name and shape, preprocessing, class names, versions).
 
 Examples:
@@ -33,9 +33,31 @@ import paddle
 from paddle_mnist_hapi.data.dataset import MEAN, STD
 from paddle_mnist_hapi.errors import ExportError
 
-__all__ = ["METADATA_SUFFIX", "ExportReport", "export_model", "load_inference_predictor", "run_predictor"]
+__all__ = [
+    "METADATA_SUFFIX",
+    "ExportReport",
+    "export_model",
+    "load_inference_predictor",
+    "metadata_path",
+    "run_predictor",
+]
 
-METADATA_SUFFIX = ".meta.json"
+# Not ``prefix.<name>.json``: paddle.jit.load reads every such file beside the model as another program.
+METADATA_SUFFIX = "_meta.json"
+LEGACY_METADATA_SUFFIX = ".meta.json"  # what paddle-mnist-hapi 0.1 wrote; still read
+
+
+def metadata_path(prefix: str) -> Path:
+    """The metadata file beside an export: ``prefix_meta.json`` (``prefix_meta.json`` from older releases).
+
+    Examples:
+        >>> metadata_path("runs/x/inference/lenet5").name
+        'lenet5_meta.json'
+    """
+    path, legacy = Path(prefix + METADATA_SUFFIX), Path(prefix + LEGACY_METADATA_SUFFIX)
+    return legacy if not path.is_file() and legacy.is_file() else path
+
+
 DEFAULT_TOLERANCE = 1e-5
 
 
@@ -160,7 +182,7 @@ def export_model(
 
     Args:
         model (paddle.Model): built with explicit ``inputs`` (see :func:`paddle_mnist_hapi.specs_for`).
-        prefix (str): path prefix; writes ``prefix.json``, ``prefix.pdiparams``, ``prefix.meta.json``.
+        prefix (str): path prefix; writes ``prefix.json``, ``prefix.pdiparams``, ``prefix_meta.json``.
         sample (np.ndarray, optional): float32 inputs to compare on; random when None. Default: None.
         batch_sizes (Sequence[int], optional): batch sizes the check runs at. Default: (1, 16).
         tolerance (float, optional): largest allowed absolute difference. Default: 1e-5.
@@ -225,5 +247,6 @@ def export_model(
     metadata["verified"] = {"max_abs_diff": worst, "batch_sizes": list(batch_sizes), "tolerance": tolerance}
     meta_path = prefix + METADATA_SUFFIX
     Path(meta_path).write_text(json.dumps(metadata, indent=2) + "\n")
+    Path(prefix + LEGACY_METADATA_SUFFIX).unlink(missing_ok=True)  # an older export's, which jit.load would trip on
     files = [prefix + ".json", prefix + ".pdiparams", meta_path]
     return ExportReport(prefix, files, worst, list(batch_sizes), metadata)

@@ -7,7 +7,7 @@ paddle2onnx 2.1.0 and onnxruntime 1.31.1). :func:`export_onnx` converts
 off: it would try to ``pip install`` packages at run time), runs
 the result with onnxruntime and compares it with ``paddle.inference`` on the
 same inputs at batch size 1 and N, then records the outcome in
-``prefix.meta.json``.
+``prefix_meta.json``.
 
 Examples:
     >>> import tempfile, paddle
@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from paddle_mnist_hapi.errors import ExportError
-from paddle_mnist_hapi.export import DEFAULT_TOLERANCE, METADATA_SUFFIX, load_inference_predictor, run_predictor
+from paddle_mnist_hapi.export import DEFAULT_TOLERANCE, load_inference_predictor, metadata_path, run_predictor
 
 __all__ = ["DEFAULT_OPSET", "OnnxExportReport", "export_onnx", "load_onnx_session", "onnx_available", "run_onnx"]
 
@@ -236,7 +236,7 @@ def export_onnx(
         name: importlib.metadata.version(name) for name in ("paddle2onnx", "onnxruntime", "onnx") if _has_dist(name)
     }
     report = OnnxExportReport(output, written_opset, worst, list(batch_sizes), versions)
-    meta_path = Path(prefix + METADATA_SUFFIX)
+    meta_path = metadata_path(prefix)
     if meta_path.is_file():
         metadata = json.loads(meta_path.read_text())
         metadata["onnx"] = {

@@ -2,7 +2,7 @@
 
 It loads ``prefix.json`` + ``prefix.pdiparams`` (written by
 ``model.save(prefix, training=False)`` or :func:`paddle_mnist_hapi.export.export_model`)
-with ``paddle.inference``, reads ``prefix.meta.json`` when present (class
+with ``paddle.inference``, reads ``prefix_meta.json`` when present (class
 names, input shape) and predicts on image files, PIL images and numpy arrays.
 Pictures go through :func:`paddle_mnist_hapi.preprocess.preprocess`, so a
 photographed digit (dark ink on paper, off-centre, any size) is classified,
@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 
 from paddle_mnist_hapi.errors import ExportError, ImageError
-from paddle_mnist_hapi.export import METADATA_SUFFIX, load_inference_predictor, run_predictor
+from paddle_mnist_hapi.export import (
+    LEGACY_METADATA_SUFFIX,
+    METADATA_SUFFIX,
+    load_inference_predictor,
+    metadata_path,
+    run_predictor,
+)
 from paddle_mnist_hapi.preprocess import MAX_PIXELS, ImageSource, Invert, preprocess
 
 __all__ = ["Prediction", "Predictor", "resolve_model_prefix", "softmax"]
@@ -102,7 +108,7 @@ def resolve_model_prefix(path: str | os.PathLike[str]) -> str:
         'runs/x/inference/lenet5'
     """
     text = os.fspath(path)
-    for suffix in (METADATA_SUFFIX, ".json", ".pdiparams"):
+    for suffix in (METADATA_SUFFIX, LEGACY_METADATA_SUFFIX, ".json", ".pdiparams"):
         if text.endswith(suffix) and not os.path.isdir(text):
             return text[: -len(suffix)]
     directory = Path(text)
@@ -115,8 +121,9 @@ def resolve_model_prefix(path: str | os.PathLike[str]) -> str:
                 exported = None
             if exported and Path(exported + ".json").is_file():
                 return str(exported)
+        metadata = (METADATA_SUFFIX, LEGACY_METADATA_SUFFIX)
         candidates = sorted(
-            p for p in (directory / "inference").glob("*.json") if not p.name.endswith(METADATA_SUFFIX)
+            p for p in (directory / "inference").glob("*.json") if not p.name.endswith(metadata)
         ) + sorted(p for p in directory.glob("*.json") if (p.with_suffix(".pdiparams")).is_file())
         if len(candidates) == 1:
             return str(candidates[0].with_suffix(""))
@@ -168,7 +175,7 @@ class Predictor:
         self.class_names = [str(n) for n in names] if names else [str(i) for i in range(10)]
 
     def _read_metadata(self) -> dict[str, Any]:
-        path = Path(self.prefix + METADATA_SUFFIX)
+        path = metadata_path(self.prefix)
         if not path.is_file():
             log.info("No %s beside the model; assuming MNIST defaults", path.name)
             return {}

@@ -13,6 +13,7 @@ from paddle_mnist_hapi.data import MEAN, STD
 from paddle_mnist_hapi.errors import ExportError
 from paddle_mnist_hapi.export import export_model, load_inference_predictor, run_predictor
 from paddle_mnist_hapi.onnx_export import export_onnx, load_onnx_session, onnx_available, run_onnx
+from paddle_mnist_hapi.predict import Predictor
 
 
 def _briefly_trained(name: str, data) -> paddle.Model:
@@ -37,7 +38,7 @@ def test_export_reloads_with_paddle_inference_and_matches_the_trained_model(
     report = export_model(model, tmp_path / name, sample=images, batch_sizes=(1, 64))
     assert report.max_abs_diff < 1e-5
     assert report.batch_sizes == [1, 64]
-    assert sorted(report.files) == sorted(str(tmp_path / name) + s for s in (".json", ".pdiparams", ".meta.json"))
+    assert sorted(report.files) == sorted(str(tmp_path / name) + s for s in (".json", ".pdiparams", "_meta.json"))
 
     # An independent reload (a fresh predictor, other batch sizes) agrees with the dygraph network.
     predictor = load_inference_predictor(tmp_path / name)
@@ -51,11 +52,26 @@ def test_export_reloads_with_paddle_inference_and_matches_the_trained_model(
     accuracy = (logits.argmax(1) == mnist_test_small.labels.ravel()).mean()
     assert accuracy > 0.3  # 2,000 real images, 1 epoch (32 steps); random weights would be near 10%
 
+    # paddle.jit.load takes the same prefix (the metadata file beside it is not read as another program)
+    layer = paddle.jit.load(str(tmp_path / name))
+    layer.eval()
+    assert np.abs(layer(paddle.to_tensor(images[:7])).numpy() - run_predictor(predictor, images[:7])).max() < 1e-5
+
+
+def test_an_older_exports_metadata_is_still_read_and_replaced_on_re_export(tmp_path):
+    model = paddle.Model(create_model("lenet5"), *specs_for("lenet5"))
+    export_model(model, tmp_path / "m", class_names=list("abcdefghij"))
+    (tmp_path / "m_meta.json").rename(tmp_path / "m.meta.json")  # what version 0.1 wrote
+    assert Predictor(tmp_path / "m").class_names == list("abcdefghij")
+    export_model(model, tmp_path / "m")
+    assert not (tmp_path / "m.meta.json").exists() and (tmp_path / "m_meta.json").is_file()
+    paddle.jit.load(str(tmp_path / "m"))  # loads: no PREFIX.<name>.json left beside the model
+
 
 def test_export_metadata_tells_a_consumer_what_it_needs(tmp_path):
     model = paddle.Model(create_model("lenet5"), *specs_for("lenet5"))
     report = export_model(model, tmp_path / "m", class_names=list("abcdefghij"))
-    meta = json.loads((tmp_path / "m.meta.json").read_text())
+    meta = json.loads((tmp_path / "m_meta.json").read_text())
     assert meta == report.metadata
     assert meta["input"] == {"name": "image", "shape": [-1, 1, 28, 28], "dtype": "float32"}
     assert meta["preprocessing"]["mean"] == MEAN and meta["preprocessing"]["std"] == STD
@@ -100,7 +116,7 @@ def test_onnx_export_matches_paddle_inference_on_real_mnist(trained_run, tmp_pat
     assert (onnx_labels == paddle_labels).all()
     assert (onnx_labels == mnist_test_small.labels.ravel()).mean() > 0.97
 
-    meta = json.loads(open(prefix + ".meta.json").read())
+    meta = json.loads(open(prefix + "_meta.json").read())
     assert meta["onnx"]["file"] == "lenet5.onnx"
     assert meta["onnx"]["verified"]["max_abs_diff"] == report.max_abs_diff
 

@@ -216,7 +216,7 @@ def test_health_metadata_and_page(served, trained_run):
     assert status == 200 and health["status"] == "ok" and health["model"] == "lenet5"
     status, meta = call(served, "GET", "/metadata")
     assert status == 200
-    assert meta == json.loads(Path(trained_run["export"] + ".meta.json").read_text())
+    assert meta == json.loads(Path(trained_run["export"] + "_meta.json").read_text())
     status, page = call(served, "GET", "/")
     assert status == 200 and "<canvas" in page and 'id="clear"' in page
     assert "http://" not in page and "https://" not in page  # no external assets

@@ -164,8 +164,13 @@ class EpochSampler:
         after_skip: Callable[[], None] | None = None,
     ) -> None:
         """Set what the next ``iter()`` yields; ``epoch=None`` leaves the inner sampler's epoch alone."""
-        self.epoch, self.skip, self.empty = epoch, skip, empty
+        self._epoch, self.skip, self.empty = epoch, skip, empty
         self._before, self._after_skip = before, after_skip
+
+    @property
+    def epoch(self) -> int | None:
+        """The shuffle epoch the next pass draws (the inner sampler's own when not set), as samplers say it."""
+        return self._epoch if self._epoch is not None else getattr(self.inner, "epoch", None)
 
     def __len__(self) -> int:
         return 0 if self.empty else len(self.inner) - self.skip
@@ -173,8 +178,8 @@ class EpochSampler:
     def __iter__(self) -> Iterator[Any]:
         if self.empty:
             return
-        if self.epoch is not None and hasattr(self.inner, "set_epoch"):
-            self.inner.set_epoch(self.epoch)
+        if self._epoch is not None and hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(self._epoch)
         if self._before is not None:
             self._before()
         iterator = iter(self.inner)

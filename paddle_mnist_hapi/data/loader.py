@@ -157,7 +157,7 @@ class InMemoryLoader(paddle.io.DataLoader):
     def __iter__(self) -> Iterator[list[np.ndarray]]:  # type: ignore[override]
         sampler = self.batch_sampler
         # the epoch this pass draws (DistributedBatchSampler and ResumeCkpt's wrapper both say it before iterating)
-        epoch = int(getattr(sampler, "epoch", 0))
+        epoch = int(getattr(sampler, "epoch", 0) or 0)
         augment = self.augment.at_epoch(epoch) if self.augment is not None else None
         for indices in sampler:
             index = np.asarray(indices, dtype=np.int64)

@@ -8,7 +8,7 @@ Routes:
   ``model_input``, the 28x28 picture the model saw (a PNG data URL);
 - ``GET /health``: 200 once the model is loaded (and has run once), with the
   batching statistics;
-- ``GET /metadata``: the model's ``prefix.meta.json``;
+- ``GET /metadata``: the model's ``prefix_meta.json``;
 - ``GET /``: the page to draw a digit on (``index.html``, no external assets).
 
 Pictures are decoded and preprocessed by :mod:`~paddle_mnist_hapi.serve.decoding`
@@ -46,7 +46,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from paddle_mnist_hapi.export import METADATA_SUFFIX
+from paddle_mnist_hapi.export import METADATA_SUFFIX, metadata_path
 from paddle_mnist_hapi.predict import Prediction, Predictor, softmax
 from paddle_mnist_hapi.serve.batching import MicroBatcher
 from paddle_mnist_hapi.serve.decoding import Decoders
@@ -139,7 +139,7 @@ class _Service:
                                     max_wait_ms=max_wait_ms)  # fmt: skip
         self.decoders = Decoders(decode_processes, max_pixels, predictor.invert)  # as Predictor.preprocess
         self.name = Path(predictor.prefix).name  # never the full path: the service tells no file-system paths
-        meta = Path(predictor.prefix + METADATA_SUFFIX)
+        meta = metadata_path(predictor.prefix)
         self.meta = predictor.metadata if meta.is_file() else None
         self.index_html = resources.files("paddle_mnist_hapi.serve").joinpath("index.html").read_text("utf-8")
 
