@@ -72,8 +72,8 @@ def _env(threads: int) -> dict[str, str]:
     return env
 
 
-def run_config(config: dict[str, Any], steps: int, warmup: int, timeout: float = 900) -> float | None:
-    """Images per second of one configuration, measured in a fresh process (or ``procs`` of them)."""
+def run_config(config: dict[str, Any], steps: int, warmup: int, timeout: float = 900) -> dict[str, Any] | None:
+    """One configuration measured in a fresh process (or ``procs`` of them): ``img_per_s`` and the worker's details."""
     per_rank = config["batch"] // config["procs"]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
@@ -93,7 +93,7 @@ def run_config(config: dict[str, Any], steps: int, warmup: int, timeout: float =
             sys.stderr.write(f"whole_machine: {name(config)} failed ({proc.returncode}): {proc.stderr[-1500:]}{logs}\n")
             return None
         result = json.loads(out.read_text())
-    return result["images"] / result["seconds"]
+    return {**result, "img_per_s": result["images"] / result["seconds"]}
 
 
 # ----------------------------------------------------------------------------- inside the measured process
@@ -122,7 +122,17 @@ def _paddle_worker(batch: int, steps: int, warmup: int) -> dict[str, Any]:
 
     model.fit(loader, epochs=1, verbose=0, num_iters=warmup + steps, callbacks=[Clock()])
     nranks = paddle.distributed.ParallelEnv().nranks
-    return {"images": steps * batch * nranks, "seconds": marks["end"] - marks["start"], "ranks": nranks}
+    result = {"images": steps * batch * nranks, "seconds": marks["end"] - marks["start"], "ranks": nranks}
+    if nranks > 1:  # one step's gradient all-reduce: every gradient in one fused buffer, as DataParallel does
+        grads = paddle.zeros([sum(int(p.size) for p in network.parameters())])
+        for _ in range(5):
+            paddle.distributed.all_reduce(grads)
+        started = time.perf_counter()
+        for _ in range(50):
+            paddle.distributed.all_reduce(grads)
+        result["allreduce_ms"] = (time.perf_counter() - started) / 50 * 1e3
+        result["allreduce_floats"] = int(grads.size)
+    return result
 
 
 def _torch_worker(batch: int, steps: int, warmup: int, threads: int) -> dict[str, Any]:
@@ -188,19 +198,26 @@ def measure(rounds: int, steps64: int, to99: bool, only: str | None = None) -> d
     ncores = cores()
     configs = [c for c in grid(ncores) if only is None or only in name(c)]
     runs: dict[str, list[float]] = {name(c): [] for c in configs}
+    allreduce: dict[str, list[float]] = {name(c): [] for c in configs}
     load_before = os.getloadavg()
     for round_ in range(rounds):
         rotation = round_ % len(configs)
         for config in configs[rotation:] + configs[:rotation]:
             steps = max(10, steps64 * 64 // config["batch"])  # about the same images per configuration
-            speed = run_config(config, steps=steps, warmup=max(5, steps // 5))
-            if speed is not None:
+            measured = run_config(config, steps=steps, warmup=max(5, steps // 5))
+            speed = measured["img_per_s"] if measured else None
+            if measured:
                 runs[name(config)].append(speed)
+                if "allreduce_ms" in measured:
+                    allreduce[name(config)].append(measured["allreduce_ms"])
             sys.stderr.write(f"whole_machine: round {round_ + 1}: {name(config)}: {speed or 0:,.0f} img/s\n")
     table = {
         name(c): {**c, "img_per_s": statistics.median(runs[name(c)]) if runs[name(c)] else None, "runs": runs[name(c)]}
         for c in configs
     }
+    for key, values in allreduce.items():
+        if values:  # one all-reduce of every gradient (fused), milliseconds
+            table[key]["allreduce_ms"] = statistics.median(values)
 
     def best(framework: str) -> dict[str, Any] | None:
         rows = [row for row in table.values() if row["framework"] == framework and row["img_per_s"]]
