@@ -189,6 +189,13 @@ def prepare_run(parallel: str, output: str | os.PathLike[str], resume: bool = Tr
         requested = recorded
     if requested is None:
         return None
+    local = int(os.environ.get("PADDLE_LOCAL_SIZE", os.environ.get("PADDLE_TRAINERS_NUM", "1")))
+    if _under_launch() and requested.procs != local:
+        raise ConfigError(
+            f"paddle.distributed.launch started {local} processes on this machine, but parallel={str(requested)!r} "
+            f"asks for {requested.procs}. Under your own launcher use --parallel off (or {local}xT), or let the "
+            f"recipe launch itself: run it without the launcher. Received: parallel={parallel!r}"
+        )
     if not _under_launch() or os.environ.get("PADDLE_TRAINER_ID", "0") == "0":
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({**asdict(requested), "plan": str(requested), "cores": _available_cores()}) + "\n")

@@ -84,3 +84,13 @@ def test_recipe_runs_on_two_processes_and_resumes_only_with_its_plan(tmp_path) -
         train(TrainConfig(**config, parallel="1x1"))
     resumed = train(TrainConfig(**config, parallel="auto"))  # takes the recorded 2x1; the run is finished
     assert resumed["ranks"] == 2 and resumed["resume"]["start_epoch"] == 1
+
+
+def test_a_plan_that_contradicts_the_users_own_launcher_is_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", "4")
+    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "4")
+    monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
+    with pytest.raises(ConfigError, match=r"started 4 processes.*asks for 2.*--parallel off"):
+        prepare_run("2x1", tmp_path)
+    assert prepare_run("4x1", tmp_path) == Plan(4, 1) and not (tmp_path / PLAN_FILE).exists()  # only rank 0 writes
+    assert prepare_run("off", tmp_path) is None
