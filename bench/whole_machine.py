@@ -3,6 +3,7 @@
     python bench/whole_machine.py                  # the grid, 3 interleaved rounds (about 5 minutes on 2 cores)
     python bench/whole_machine.py --quick          # 1 round, fewer steps
     python bench/whole_machine.py --to99           # also the recipe's seconds to 99% with --parallel auto
+    python bench/whole_machine.py --record         # and make the fastest plan this machine's --parallel auto
 
 Configurations, each measured in its own process whose thread settings are in
 its environment before ``import paddle`` / ``import torch``:
@@ -253,6 +254,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200, help="run: steps at batch 64 (fewer at batch 256)")
     parser.add_argument("--to99", action="store_true", help="run: also the recipe's seconds to 99%% with auto")
     parser.add_argument("--only", default=None, help="run: only configurations whose name contains this")
+    parser.add_argument(
+        "--record", action="store_true", help="run: make the fastest Paddle plan this machine's --parallel auto"
+    )
     parser.add_argument("--out", default=None, help="where the JSON goes (workers: rank 0's result)")
     parser.add_argument("--framework", choices=["paddle", "torch"], default="paddle")
     parser.add_argument("--batch", type=int, default=64, help="worker: per-rank batch")
@@ -273,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rounds, steps = (1, 60) if args.quick else (args.rounds, args.steps)
     result = measure(rounds, steps, args.to99, args.only)
+    if args.record and result["whole_machine_config"]:
+        from paddle_mnist_hapi.parallel import Plan, record_machine_plan
+
+        config = result["whole_machine_config"]
+        result["recorded"] = str(record_machine_plan(result["cores"], Plan(config["procs"], config["threads"])))
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

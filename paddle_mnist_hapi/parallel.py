@@ -14,10 +14,13 @@ one:
 
 - ``"off"``: today's behaviour, nothing is changed (one process, or whatever
   ``paddle.distributed.launch`` started; Paddle's default of 1 thread);
-- ``"auto"``: the fastest plan measured for this machine's core count
-  (:data:`MEASURED`, from ``bench/whole_machine.py``); for a core count not
-  measured, one process per core with one thread each, the plan that scaled
-  here (every process keeps a single-threaded Paddle busy);
+- ``"auto"``: the fastest plan measured for this machine's core count: first
+  the one ``python bench/whole_machine.py --record`` measured on this machine
+  (``~/.cache/paddle_mnist_hapi/parallel_table.json``, or the file
+  ``PADDLE_MNIST_PARALLEL_TABLE`` names), then :data:`MEASURED` (the project's
+  measurements); for a core count measured nowhere, one process per core with
+  one thread each, the plan that scaled here (every process keeps a
+  single-threaded Paddle busy);
 - ``"PxT"``, e.g. ``"2x1"`` or ``"1x2"``: exactly that.
 
 The recipe records the plan in ``OUTPUT/parallel.json`` when a run starts; a
@@ -30,10 +33,12 @@ Examples:
     >>> from paddle_mnist_hapi.parallel import Plan, resolve_plan
     >>> resolve_plan("2x1")
     Plan(procs=2, threads=1)
-    >>> resolve_plan("auto", cores=2)
+    >>> resolve_plan("auto", cores=2, table={})
     Plan(procs=2, threads=1)
-    >>> resolve_plan("auto", cores=16)
+    >>> resolve_plan("auto", cores=16, table={})
     Plan(procs=16, threads=1)
+    >>> resolve_plan("auto", cores=16, table={16: "8x2"})
+    Plan(procs=8, threads=2)
     >>> str(Plan(1, 2)), Plan(1, 2).cores
     ('1x2', 2)
 """
@@ -51,10 +56,12 @@ from typing import Any
 
 from paddle_mnist_hapi.errors import ConfigError
 
-__all__ = ["MEASURED", "PLAN_FILE", "Plan", "apply_threads", "launch_command", "launch_train", "needs_launch"]
-__all__ += ["prepare_run", "resolve_plan"]
+__all__ = ["ENV_TABLE", "MEASURED", "PLAN_FILE", "Plan", "apply_threads", "launch_command", "launch_train"]
+__all__ += ["machine_table_path", "needs_launch", "prepare_run", "read_machine_table", "record_machine_plan"]
+__all__ += ["resolve_plan"]
 
 PLAN_FILE = "parallel.json"
+ENV_TABLE = "PADDLE_MNIST_PARALLEL_TABLE"
 
 
 @dataclass(frozen=True)
@@ -100,13 +107,15 @@ class Plan:
 MEASURED: dict[int, Plan] = {1: Plan(1, 1), 2: Plan(2, 1)}
 
 
-def resolve_plan(parallel: str = "auto", cores: int | None = None) -> Plan | None:
+def resolve_plan(parallel: str = "auto", cores: int | None = None, table: dict[int, str] | None = None) -> Plan | None:
     """The :class:`Plan` for a ``parallel`` option; None for ``"off"``.
 
     Args:
         parallel (str, optional): ``"off"``, ``"auto"`` or ``"PxT"``. Default: ``"auto"``.
         cores (int, optional): cores to plan for; None means the ones this
             process may run on (``os.sched_getaffinity``). Default: None.
+        table (dict, optional): ``{cores: "PxT"}`` measured on this machine;
+            None reads :func:`machine_table_path`. Default: None.
 
     Raises:
         ConfigError: an unknown value.
@@ -121,7 +130,46 @@ def resolve_plan(parallel: str = "auto", cores: int | None = None) -> Plan | Non
     if text != "auto":
         return Plan.parse(text)
     cores = cores or _available_cores()
+    table = read_machine_table() if table is None else table
+    if cores in table:
+        return Plan.parse(table[cores])
     return MEASURED.get(cores, Plan(cores, 1))
+
+
+def machine_table_path() -> Path:
+    """Where ``bench/whole_machine.py --record`` keeps this machine's measured plans.
+
+    Examples:
+        >>> machine_table_path().name
+        'parallel_table.json'
+    """
+    override = os.environ.get(ENV_TABLE)
+    return Path(override) if override else Path("~/.cache/paddle_mnist_hapi/parallel_table.json").expanduser()
+
+
+def read_machine_table() -> dict[int, str]:
+    """``{cores: "PxT"}`` measured on this machine (empty when nothing was recorded or the file is unreadable)."""
+    try:
+        return {int(k): str(v) for k, v in json.loads(machine_table_path().read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def record_machine_plan(cores: int, plan: Plan) -> Path:
+    """Record ``plan`` as this machine's fastest for ``cores`` cores (what ``--parallel auto`` then takes).
+
+    Examples:
+        >>> import tempfile
+        >>> os.environ[ENV_TABLE] = str(Path(tempfile.mkdtemp()) / "table.json")
+        >>> _ = record_machine_plan(2, Plan(1, 2)); resolve_plan("auto", cores=2)
+        Plan(procs=1, threads=2)
+        >>> del os.environ[ENV_TABLE]
+    """
+    table = read_machine_table() | {cores: str(plan)}
+    path = machine_table_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({str(k): v for k, v in sorted(table.items())}, indent=1) + "\n")
+    return path
 
 
 def _available_cores() -> int:

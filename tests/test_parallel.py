@@ -28,8 +28,9 @@ def test_bad_plans_are_refused_with_the_accepted_forms(text) -> None:
 
 
 def test_auto_uses_the_measured_table_then_one_process_per_core() -> None:
-    assert resolve_plan("auto", cores=2) == MEASURED[2] == Plan(2, 1)
-    assert resolve_plan("auto", cores=8) == Plan(8, 1)
+    assert resolve_plan("auto", cores=2, table={}) == MEASURED[2] == Plan(2, 1)
+    assert resolve_plan("auto", cores=8, table={}) == Plan(8, 1)
+    assert resolve_plan("auto", cores=8, table={8: "4x2"}) == Plan(4, 2)
     assert resolve_plan("auto").cores >= 1
 
 
