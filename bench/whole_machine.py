@@ -13,7 +13,8 @@ its environment before ``import paddle`` / ``import torch``:
   1..N threads (``OMP_NUM_THREADS``), batch 64 and 256;
 - the same on P processes × T threads under ``paddle.distributed.launch``
   (gloo) for every P > 1 dividing the N cores, T = N / P, at the same global
-  batches (64 and 256, so 64 / P per rank);
+  batches (64 and 256, so 64 / P per rank), and at 64 per rank (what the
+  recipe's ``--parallel auto`` trains with its default ``--batch-size 64``);
 - PyTorch 2.13 eager (``bench/torch_loop.py``), N threads, batch 64 and 256.
 
 Every configuration runs ``--steps`` steps after a warm-up, timed inside the
@@ -58,6 +59,9 @@ def grid(ncores: int) -> list[dict[str, Any]]:
             if ncores % procs == 0 and batch % procs == 0:
                 configs.append({"framework": "paddle", "procs": procs, "threads": ncores // procs, "batch": batch})
         configs.append({"framework": "torch", "procs": 1, "threads": ncores, "batch": batch})
+    for procs in range(2, ncores + 1):  # what `--parallel auto` trains: the recipe's 64 images per process
+        if ncores % procs == 0 and 64 * procs not in BATCHES:
+            configs.append({"framework": "paddle", "procs": procs, "threads": ncores // procs, "batch": 64 * procs})
     return configs
 
 
@@ -118,12 +122,15 @@ def _paddle_worker(batch: int, steps: int, warmup: int) -> dict[str, Any]:
     class Clock(paddle.callbacks.Callback):
         def on_train_batch_end(self, step: int, logs: dict[str, Any] | None = None) -> None:
             if step == warmup - 1:
-                marks["start"] = time.perf_counter()
-            marks["end"] = time.perf_counter()
+                marks["start"], marks["cpu_start"] = time.perf_counter(), time.process_time()
+            marks["end"], marks["cpu_end"] = time.perf_counter(), time.process_time()
 
     model.fit(loader, epochs=1, verbose=0, num_iters=warmup + steps, callbacks=[Clock()])
     nranks = paddle.distributed.ParallelEnv().nranks
     result = {"images": steps * batch * nranks, "seconds": marks["end"] - marks["start"], "ranks": nranks}
+    # CPU seconds of this process (all its threads) per image it trained: what the configuration costs in work,
+    # much less sensitive to other processes than the wall clock
+    result["cpu_s_per_image"] = (marks["cpu_end"] - marks["cpu_start"]) / (steps * batch)
     if nranks > 1:  # one step's gradient all-reduce: every gradient in one fused buffer, as DataParallel does
         grads = paddle.zeros([sum(int(p.size) for p in network.parameters())])
         for _ in range(5):
@@ -141,9 +148,11 @@ def _torch_worker(batch: int, steps: int, warmup: int, threads: int) -> dict[str
 
     loop = TorchLoop(threads=threads, batch_size=batch)
     loop.run(warmup)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     loop.run(steps)
-    return {"images": steps * batch, "seconds": time.perf_counter() - started, "threads": loop.torch.get_num_threads()}
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    threads = loop.torch.get_num_threads()
+    return {"images": steps * batch, "seconds": seconds, "threads": threads, "cpu_s_per_image": cpu / (steps * batch)}
 
 
 def _to99_worker(plan: str, out: str) -> dict[str, Any]:
@@ -200,6 +209,7 @@ def measure(rounds: int, steps64: int, to99: bool, only: str | None = None) -> d
     configs = [c for c in grid(ncores) if only is None or only in name(c)]
     runs: dict[str, list[float]] = {name(c): [] for c in configs}
     allreduce: dict[str, list[float]] = {name(c): [] for c in configs}
+    cpu: dict[str, list[float]] = {name(c): [] for c in configs}
     load_before = os.getloadavg()
     for round_ in range(rounds):
         rotation = round_ % len(configs)
@@ -209,6 +219,7 @@ def measure(rounds: int, steps64: int, to99: bool, only: str | None = None) -> d
             speed = measured["img_per_s"] if measured else None
             if measured:
                 runs[name(config)].append(speed)
+                cpu[name(config)].append(measured["cpu_s_per_image"] * 1e6)
                 if "allreduce_ms" in measured:
                     allreduce[name(config)].append(measured["allreduce_ms"])
             sys.stderr.write(f"whole_machine: round {round_ + 1}: {name(config)}: {speed or 0:,.0f} img/s\n")
@@ -216,6 +227,9 @@ def measure(rounds: int, steps64: int, to99: bool, only: str | None = None) -> d
         name(c): {**c, "img_per_s": statistics.median(runs[name(c)]) if runs[name(c)] else None, "runs": runs[name(c)]}
         for c in configs
     }
+    for key, values in cpu.items():
+        if values:  # CPU microseconds per image of one process (rank 0 under the launcher)
+            table[key]["cpu_us_per_image"] = statistics.median(values)
     for key, values in allreduce.items():
         if values:  # one all-reduce of every gradient (fused), milliseconds
             table[key]["allreduce_ms"] = statistics.median(values)
