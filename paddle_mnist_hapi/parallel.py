@@ -182,8 +182,9 @@ def _available_cores() -> int:
 def apply_threads(threads: int) -> None:
     """Make Paddle's CPU kernels (MKL and OpenMP) use ``threads`` threads from now on.
 
-    Works after ``import paddle`` (``paddle.base.core.set_num_threads``) and sets
-    ``OMP_NUM_THREADS`` for child processes.
+    Works after ``import paddle`` (``paddle.base.core.set_num_threads``, which sets
+    MKL's and OpenMP's thread counts) and sets ``OMP_NUM_THREADS`` and
+    ``MKL_NUM_THREADS`` for child processes.
 
     Examples:
         >>> apply_threads(1); os.environ["OMP_NUM_THREADS"]
@@ -192,7 +193,7 @@ def apply_threads(threads: int) -> None:
     import paddle
 
     Plan(1, threads)  # validates
-    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     paddle.base.core.set_num_threads(threads)
 
 
