@@ -15,7 +15,9 @@ its environment before ``import paddle`` / ``import torch``:
   (gloo) for every P > 1 dividing the N cores, T = N / P, at the same global
   batches (64 and 256, so 64 / P per rank), and at 64 per rank (what the
   recipe's ``--parallel auto`` trains with its default ``--batch-size 64``);
-- PyTorch 2.13 eager (``bench/torch_loop.py``), N threads, batch 64 and 256.
+- PyTorch 2.13 eager (``bench/torch_loop.py``), N threads, batch 64 and 256
+  (and 1 thread, as a reference only: PyTorch's N-thread run collapses when
+  another process holds a core, and this row shows it).
 
 Every configuration runs ``--steps`` steps after a warm-up, timed inside the
 process (rank 0 under the launcher; the gradient all-reduce keeps the ranks in
@@ -59,6 +61,8 @@ def grid(ncores: int) -> list[dict[str, Any]]:
             if ncores % procs == 0 and batch % procs == 0:
                 configs.append({"framework": "paddle", "procs": procs, "threads": ncores // procs, "batch": batch})
         configs.append({"framework": "torch", "procs": 1, "threads": ncores, "batch": batch})
+        if ncores > 1:  # a reference, not a whole-machine candidate: far above the N-thread run = the machine is busy
+            configs.append({"framework": "torch", "procs": 1, "threads": 1, "batch": batch})
     for procs in range(2, ncores + 1):  # what `--parallel auto` trains: the recipe's 64 images per process
         if ncores % procs == 0 and 64 * procs not in BATCHES:
             configs.append({"framework": "paddle", "procs": procs, "threads": ncores // procs, "batch": 64 * procs})
@@ -236,6 +240,8 @@ def measure(rounds: int, steps64: int, to99: bool, only: str | None = None) -> d
 
     def best(framework: str) -> dict[str, Any] | None:
         rows = [row for row in table.values() if row["framework"] == framework and row["img_per_s"]]
+        if framework == "torch":  # PyTorch on the whole machine: as many threads as cores
+            rows = [row for row in rows if row["threads"] == ncores]
         return max(rows, key=lambda row: row["img_per_s"]) if rows else None
 
     library, torch = best("paddle"), best("torch")
