@@ -125,6 +125,14 @@ def measure(quick: bool) -> dict[str, Any]:
     # the recipe's model on 1,000 digits that are not MNIST (bench/ood_digits.py), through `paddle-mnist predict`
     results["ood_acc"] = to99.get("ood_acc") if to99 else None
 
+    # the whole machine: the library's fastest plan on all cores vs PyTorch on all cores (bench/whole_machine.py)
+    whole = _run("whole_machine.py", *(["--quick"] if quick else ["--to99"])) or {}
+    for key in ("whole_machine_img_per_s", "whole_machine_config", "torch_whole_machine_img_per_s"):
+        results[key] = whole.get(key)
+    results["torch_whole_machine_config"] = whole.get("torch_whole_machine_config")
+    results["whole_machine_vs_torch"] = whole.get("whole_machine_vs_torch")
+    results["whole_machine_seconds_to_99"] = whole.get("whole_machine_seconds_to_99")
+
     inference = _run("workloads.py", "inference", "--iterations", str(300 if quick else 2000)) or {}
     for key in (
         "infer_b1_p50_ms",
@@ -159,6 +167,7 @@ def measure(quick: bool) -> dict[str, Any]:
         "model": "lenet5",
     }
     results["raw"] = {"train_img_per_s": speeds, "callbacks": overhead, "checkpoint": ckpt, "to99": to99}
+    results["raw"]["whole_machine"] = whole
     return results
 
 
@@ -170,6 +179,13 @@ def _fmt(value: Any, digits: int = 0, suffix: str = "") -> str:
 
 def _percent(value: Any, digits: int) -> str:
     return _fmt(value * 100 if value is not None else None, digits, "%")
+
+
+def _plan(config: dict[str, Any] | None) -> str:
+    """``2 processes x 1 thread, batch 256`` for a whole-machine configuration."""
+    if not config:
+        return "n/a"
+    return f"{config['procs']} process(es) × {config['threads']} thread(s), batch {config['batch']}"
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -220,6 +236,13 @@ def markdown(r: dict[str, Any]) -> str:
         f"{_fmt(r.get('infer_b1_p99_ms'), 3)} ms |",
         f"| dygraph model, batch 1: p50 / p99 | {_fmt(r.get('dygraph_b1_p50_ms'), 3)} / "
         f"{_fmt(r.get('dygraph_b1_p99_ms'), 3)} ms |",
+        f"| whole machine: library's fastest plan ({_plan(r.get('whole_machine_config'))}) | "
+        f"{_fmt(r.get('whole_machine_img_per_s'))} images/s |",
+        f"| whole machine: PyTorch's fastest ({_plan(r.get('torch_whole_machine_config'))}) | "
+        f"{_fmt(r.get('torch_whole_machine_img_per_s'))} images/s |",
+        f"| whole machine: library / PyTorch | {_fmt(r.get('whole_machine_vs_torch'), 2, '×')} |",
+        f"| whole machine: default recipe with `--parallel auto`, seconds to 99% test top-1 | "
+        f"{_fmt(r.get('whole_machine_seconds_to_99'), 0, ' s')} |",
         f"| exported model, batch 256 | {_fmt(r.get('infer_b256_img_per_s'))} images/s |",
         f"| dygraph model, batch 256 | {_fmt(r.get('dygraph_b256_img_per_s'))} images/s |",
         f"| `paddle-mnist serve`, 1 client: requests/s, p50 / p99 | {_fmt(r.get('serve_rps_1'))}, "

@@ -27,13 +27,14 @@ WARMUP = 20
 class TorchLoop:
     """PyTorch LeNet-5 training on the in-memory MNIST; ``run(steps)`` trains that many batches."""
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, batch_size: int = BATCH) -> None:
         import torch
         from torch import nn
 
         from paddle_mnist_hapi.data import load_arrays, normalize
 
         self.torch = torch
+        self.batch_size = batch_size
         torch.set_num_threads(threads)
         torch.manual_seed(0)
         arrays = load_arrays()
@@ -54,10 +55,10 @@ class TorchLoop:
         """Train ``steps`` batches; return the last loss."""
         loss_value, correct, seen = 0.0, 0, 0
         for _ in range(steps):
-            if self.position + BATCH > len(self.order):
+            if self.position + self.batch_size > len(self.order):
                 self.order, self.position = self.torch.randperm(len(self.labels)), 0
-            index = self.order[self.position : self.position + BATCH]
-            self.position += BATCH
+            index = self.order[self.position : self.position + self.batch_size]
+            self.position += self.batch_size
             x, y = self.images[index], self.labels[index]
             logits = self.network(x)
             loss = self.loss_fn(logits, y)

@@ -85,6 +85,10 @@ class TrainConfig:
     checkpoint_every_n_steps: int | None = field(
         default=None, metadata={"help": "also checkpoint mid-epoch every N steps (epoch checkpoints are always on)"}
     )
+    parallel: str = field(
+        default="off",
+        metadata={"help": "the whole machine: auto (fastest measured processes x threads), PxT such as 2x1, or off"},
+    )
 
     def validate(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -198,6 +202,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """
     started = time.perf_counter()
     config.validate()
+    from paddle_mnist_hapi import parallel  # --parallel: processes x threads (docs/scale.md)
+
+    plan = parallel.prepare_run(config.parallel, config.output, config.resume)  # recorded for resume
+    if parallel.needs_launch(plan):
+        return parallel.launch_train(config, plan)  # the same train() on plan.procs processes, rank 0's summary
     device = set_device(config.device)
     seed_everything(config.seed)
     train_data = MNIST("train", data_dir=config.data_dir, limit=config.limit)

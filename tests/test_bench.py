@@ -76,3 +76,16 @@ def test_committed_results_have_the_required_keys() -> None:
                 "infer_b256_img_per_s", "dygraph_b1_p50_ms"):  # fmt: skip
         assert isinstance(results[key], (int, float)), key
     assert results["machine"]["cores"] and results["versions"]["paddlepaddle"]
+
+
+def test_whole_machine_grid_and_one_configuration_per_process() -> None:
+    whole = _load("whole_machine")
+    names = [whole.name(c) for c in whole.grid(2)]
+    assert names == [
+        "paddle 1x1 b64", "paddle 1x2 b64", "paddle 2x1 b64", "torch 1x2 b64", "torch 1x1 b64",
+        "paddle 1x1 b256", "paddle 1x2 b256", "paddle 2x1 b256", "torch 1x2 b256", "torch 1x1 b256",
+        "paddle 2x1 b128",
+    ]  # fmt: skip
+    assert {whole.name(c) for c in whole.grid(4)} >= {"paddle 4x1 b64", "paddle 2x2 b256", "torch 1x4 b256"}
+    measured = whole.run_config({"framework": "paddle", "procs": 1, "threads": 1, "batch": 32}, steps=3, warmup=2)
+    assert measured["images"] == 3 * 32 and measured["ranks"] == 1 and measured["img_per_s"] > 0

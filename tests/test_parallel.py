@@ -1,0 +1,97 @@
+"""parallel: the --parallel switch (processes x threads), recorded per run and exact under resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import paddle
+import pytest
+
+from paddle_mnist_hapi import create_model
+from paddle_mnist_hapi.errors import ConfigError
+from paddle_mnist_hapi.parallel import MEASURED, PLAN_FILE, Plan, apply_threads, needs_launch, prepare_run, resolve_plan
+from paddle_mnist_hapi.recipe import TrainConfig, train
+
+
+@pytest.mark.parametrize(
+    ("text", "plan"), [("2x1", Plan(2, 1)), ("1X2", Plan(1, 2)), (" 4 x 2 ", Plan(4, 2)), ("off", None)]
+)
+def test_plans_parse(text, plan) -> None:
+    assert resolve_plan(text) == plan
+
+
+@pytest.mark.parametrize("text", ["2", "0x1", "1x0", "two", "auto2", ""])
+def test_bad_plans_are_refused_with_the_accepted_forms(text) -> None:
+    with pytest.raises(ConfigError, match=r"'off', 'auto' or PROCSxTHREADS|positive integer"):
+        resolve_plan(text)
+
+
+def test_auto_uses_the_measured_table_then_one_process_per_core() -> None:
+    assert resolve_plan("auto", cores=2, table={}) == MEASURED[2] == Plan(2, 1)
+    assert resolve_plan("auto", cores=8, table={}) == Plan(8, 1)
+    assert resolve_plan("auto", cores=8, table={8: "4x2"}) == Plan(4, 2)
+    assert resolve_plan("auto").cores >= 1
+
+
+def test_a_run_keeps_the_plan_it_started_with(tmp_path) -> None:
+    assert prepare_run("off", tmp_path) is None and not (tmp_path / PLAN_FILE).exists()
+    assert prepare_run("1x1", tmp_path) == Plan(1, 1)
+    assert json.loads((tmp_path / PLAN_FILE).read_text())["plan"] == "1x1"
+    assert prepare_run("auto", tmp_path) == Plan(1, 1)  # resumed: the recorded plan, not this machine's choice
+    assert prepare_run("off", tmp_path) == Plan(1, 1)
+    with pytest.raises(ConfigError, match=r"started with parallel='1x1'.*--parallel 1x1.*Received: parallel='2x1'"):
+        prepare_run("2x1", tmp_path)
+    assert prepare_run("1x1", tmp_path, resume=False) == Plan(1, 1)  # a fresh start may choose again
+    (tmp_path / PLAN_FILE).write_text("{not json")
+    with pytest.raises(ConfigError, match="unreadable"):
+        prepare_run("auto", tmp_path)
+
+
+def test_needs_launch_only_for_several_processes_outside_a_launcher() -> None:
+    assert needs_launch(Plan(2, 1)) and not needs_launch(Plan(1, 2)) and not needs_launch(None)
+
+
+def _train_hash(threads: int) -> str:
+    apply_threads(threads)
+    try:
+        paddle.seed(0)
+        net = create_model("lenet5")
+        optimizer = paddle.optimizer.Adam(2e-3, parameters=net.parameters())
+        x, y = paddle.randn([64, 1, 28, 28]), paddle.randint(0, 10, [64, 1])
+        for _ in range(3):
+            loss = paddle.nn.functional.cross_entropy(net(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+        return hashlib.sha256(b"".join(p.numpy().tobytes() for p in net.parameters())).hexdigest()
+    finally:
+        apply_threads(1)
+
+
+def test_thread_count_does_not_change_the_arithmetic() -> None:
+    """Seen on Paddle 3.3.1 (MKL): 1 and 2 threads train bit-identical parameters. The recipe still
+    records and enforces the thread count, in case another BLAS or release splits the sums differently."""
+    assert _train_hash(1) == _train_hash(2)
+
+
+def test_recipe_runs_on_two_processes_and_resumes_only_with_its_plan(tmp_path) -> None:
+    config = dict(model="linear", epochs=1, limit=256, output=str(tmp_path), verbose=0)
+    summary = train(TrainConfig(**config, parallel="2x1"))
+    assert summary["ranks"] == 2 and summary["config"]["parallel"] == "2x1"
+    assert (tmp_path / "launch" / "workerlog.1").is_file()
+    assert json.loads((tmp_path / PLAN_FILE).read_text())["plan"] == "2x1"
+    with pytest.raises(ConfigError, match="started with parallel='2x1'"):
+        train(TrainConfig(**config, parallel="1x1"))
+    resumed = train(TrainConfig(**config, parallel="auto"))  # takes the recorded 2x1; the run is finished
+    assert resumed["ranks"] == 2 and resumed["resume"]["start_epoch"] == 1
+
+
+def test_a_plan_that_contradicts_the_users_own_launcher_is_refused(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PADDLE_TRAINERS_NUM", "4")
+    monkeypatch.setenv("PADDLE_LOCAL_SIZE", "4")
+    monkeypatch.setenv("PADDLE_TRAINER_ID", "1")
+    with pytest.raises(ConfigError, match=r"started 4 processes.*asks for 2.*--parallel off"):
+        prepare_run("2x1", tmp_path)
+    assert prepare_run("4x1", tmp_path) == Plan(4, 1) and not (tmp_path / PLAN_FILE).exists()  # only rank 0 writes
+    assert prepare_run("off", tmp_path) is None
