@@ -53,7 +53,7 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path, referenc
     proc.wait()
     done = H.run(save_dir, out, args)
     resumed = done["report"]["global_step"] if done["report"]["resumed_from"] else 0
-    note = f"{name}: killed at step {step}, resumed at {resumed}"
+    note = f"{name}: killed at step {step}, resumed at {resumed} (RESUME_MATRIX_SEED={H.SEED})"
     assert done["here"] == total - resumed, note
     H.assert_no_batch_repeated(out, resumed, total)
     H.assert_same_run(out, ref, note)

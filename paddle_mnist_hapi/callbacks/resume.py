@@ -334,6 +334,14 @@ class ResumeCkpt(paddle.callbacks.Callback):
     def on_eval_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._eval_clock = time.monotonic()
 
+    def on_eval_batch_end(self, step: int, logs: dict[str, Any] | None = None) -> None:
+        # hapi also counts fit's evaluation batches against num_iters (right after this hook); the run's
+        # num_iters counts training batches, so that a resumed run, which skips evaluations, stops where an
+        # uninterrupted one does.
+        loop = getattr(self, "_loop", None)
+        if loop is not None and loop.num_iters is not None and getattr(self.model, "num_iters", None) is not None:
+            self.model.num_iters += 1
+
     def on_eval_end(self, logs: dict[str, Any] | None = None) -> None:
         self._eval_seconds = max(self._eval_seconds, time.monotonic() - self._eval_clock)
         if not self._muted:
