@@ -103,7 +103,8 @@ def measure(quick: bool) -> dict[str, Any]:
     results["library_vs_torch"] = library / torch if library and torch else None
 
     callback_steps = 50 if quick else 300
-    overhead = _run("workloads.py", "callbacks", "--steps", str(callback_steps), "--rounds", "2")
+    # interleaved on/off rounds: the wall-clock ratio of two 4 s epochs moves by several % between runs
+    overhead = _run("workloads.py", "callbacks", "--steps", str(callback_steps), "--rounds", "2" if quick else "6")
     results["callback_overhead_ratio"] = overhead["ratio"] if overhead else None
     results["callbacks_measured"] = overhead["callbacks"] if overhead else []
     results["callback_hook_fraction"] = overhead["hook_fraction"] if overhead else {}
