@@ -22,6 +22,7 @@ from typing import Any
 
 import paddle
 
+from paddle_mnist_hapi._private import paddle_version
 from paddle_mnist_hapi.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def find_fit_loop() -> FitLoop:
     if missing:
         raise CheckpointError(
             f"This Paddle version's fit loop has no {', '.join(missing)}; ResumeCkpt supports "
-            f"paddlepaddle 3.3.x. Installed: {paddle.__version__}."
+            f"paddlepaddle{paddle_version.SUPPORTED} (docs/compat.md). Installed: {paddle.__version__}."
         )
     return FitLoop(
         names["train_loader"], names["eval_loader"], names["cbks"], names["epochs"], names["eval_freq"],
