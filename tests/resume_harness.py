@@ -140,7 +140,9 @@ def by_step(out: Path) -> tuple[dict[int, dict], dict[int, dict]]:
 def board(directory: Path) -> dict[str, list[tuple[int, float]]]:
     from visualdl import LogReader
 
-    (file,) = [p for p in directory.iterdir() if p.is_file()]
+    # the newest log is the run's (a run killed before its first checkpoint leaves an older file; the board
+    # shows the newest, and VisualDL names each run's file by its start time)
+    file = max((p for p in directory.iterdir() if p.is_file()), key=lambda p: p.name)
     reader = LogReader(file_path=str(file))
     tags = [t for t in reader.get_tags().get("scalar", []) if "per_sec" not in t and "time" not in t]
     return {tag: [(r.id, r.value) for r in reader.get_data("scalar", tag)] for tag in tags}
