@@ -216,7 +216,7 @@ def measure(rounds: int, steps64: int, to99: bool, only: str | None = None) -> d
     cpu: dict[str, list[float]] = {name(c): [] for c in configs}
     load_before = os.getloadavg()
     for round_ in range(rounds):
-        rotation = round_ % len(configs)
+        rotation = round_ % max(1, len(configs))
         for config in configs[rotation:] + configs[:rotation]:
             steps = max(10, steps64 * 64 // config["batch"])  # about the same images per configuration
             measured = run_config(config, steps=steps, warmup=max(5, steps // 5))

@@ -15,8 +15,11 @@ entropy, ``Accuracy``, batch 64, ``paddle.Model.fit``; the clock covers
   (hapi builds its own ``DataLoader``), stock ``paddle.nn.Conv2D``.
 - ``library``: this library's training path: ``InMemoryLoader``, the model as
   the registry builds it.
-- ``stock_conv``: ``library`` with the registry's ``layers.Conv2D`` swapped back
-  to stock ``paddle.nn.Conv2D``: the data path's gain alone.
+- ``stock_conv``: ``library`` with the registry's ``layers.Conv2D`` and
+  ``layers.FusedSequential`` swapped back to stock ``paddle.nn.Conv2D`` and
+  ``paddle.nn.Sequential``: the data path's gain alone.
+- ``unfused``: ``library`` with only ``layers.FusedSequential`` swapped back to
+  ``paddle.nn.Sequential``: ``library`` against it is the fusion's gain.
 - ``paddle_raw``: no hapi: a plain dygraph loop over the same batches with the
   fast-conv model (what ``paddle.Model.fit`` itself costs per step).
 - ``torch``: the PyTorch eager loop of ``bench/torch_loop.py``.
@@ -42,20 +45,21 @@ from paddle_mnist_hapi import callbacks as library_callbacks
 from paddle_mnist_hapi import create_model, specs_for
 from paddle_mnist_hapi.data import MNIST, InMemoryLoader, load_arrays
 from paddle_mnist_hapi.data.sources import _idx_bytes
-from paddle_mnist_hapi.models.layers import Conv2D
+from paddle_mnist_hapi.models.layers import Conv2D, FusedSequential
 
 BATCH = 64
 WARMUP = 20
 EPOCH_IMAGES = 60000
 
 
-def _model(stock_conv: bool = False) -> paddle.Model:
+def _model(stock_conv: bool = False, fused: bool = True) -> paddle.Model:
     paddle.seed(0)
     network = create_model("lenet5")
-    if stock_conv:  # the tutorial's layers: same parameters, Paddle's own bias add
-        for layer in network.sublayers():
-            if type(layer) is Conv2D:
-                layer.__class__ = paddle.nn.Conv2D
+    for layer in network.sublayers():  # the tutorial's layers: same parameters, Paddle's own code
+        if stock_conv and type(layer) is Conv2D:
+            layer.__class__ = paddle.nn.Conv2D
+        if (stock_conv or not fused) and type(layer) is FusedSequential:
+            layer.__class__ = paddle.nn.Sequential
     model = paddle.Model(network, *specs_for("lenet5"))
     optimizer = paddle.optimizer.Adam(learning_rate=2e-3, parameters=network.parameters())
     model.prepare(optimizer, paddle.nn.CrossEntropyLoss(), paddle.metric.Accuracy())
@@ -89,11 +93,11 @@ class _HapiPath:
             self.data: Any = tutorial_dataset(directory)
         elif path == "dataset":
             self.data = train
-        elif path in ("library", "stock_conv"):
+        elif path in ("library", "stock_conv", "unfused"):
             self.data = InMemoryLoader(train, batch_size=BATCH)
         else:
             raise SystemExit(f"unknown training path {path!r}")
-        self.model = _model(stock_conv=path in ("tutorial", "dataset", "stock_conv"))
+        self.model = _model(stock_conv=path in ("tutorial", "dataset", "stock_conv"), fused=path != "unfused")
 
     def run(self, steps: int) -> None:
         self.model.fit(self.data, batch_size=BATCH, epochs=1, verbose=0, num_iters=steps)

@@ -25,9 +25,13 @@ one:
 
 The recipe records the plan in ``OUTPUT/parallel.json`` when a run starts; a
 resumed run uses the recorded plan (``auto``) or must ask for the same one,
-so a run is never continued with another number of processes (another global
-batch and data order) or threads. ``--batch-size`` stays per process, as
-under ``paddle.distributed.launch``.
+so a run is never continued with another number of processes (another data
+order) or threads. Under a plan, ``--batch-size`` is the batch of one
+optimizer step, all processes together: each of P processes trains
+``batch_size / P`` images (:func:`per_process_batch`), so a plan changes how
+fast the recipe runs, not what it computes (the same steps, learning rate and
+schedule as one process). With ``"off"`` under your own
+``paddle.distributed.launch`` it stays per process, as Paddle's launcher has it.
 
 Examples:
     >>> from paddle_mnist_hapi.parallel import Plan, resolve_plan
@@ -58,7 +62,7 @@ from paddle_mnist_hapi.errors import ConfigError
 
 __all__ = ["ENV_TABLE", "MEASURED", "PLAN_FILE", "Plan", "apply_threads", "launch_command", "launch_train"]
 __all__ += ["machine_table_path", "needs_launch", "prepare_run", "read_machine_table", "record_machine_plan"]
-__all__ += ["resolve_plan"]
+__all__ += ["per_process_batch", "resolve_plan"]
 
 PLAN_FILE = "parallel.json"
 ENV_TABLE = "PADDLE_MNIST_PARALLEL_TABLE"
@@ -137,6 +141,28 @@ def resolve_plan(parallel: str = "auto", cores: int | None = None, table: dict[i
     return MEASURED.get(cores, Plan(cores, 1))
 
 
+def per_process_batch(batch_size: int, plan: Plan | None) -> int:
+    """The images each process trains per step when ``batch_size`` is the whole step's batch under ``plan``.
+
+    Raises:
+        ConfigError: ``batch_size`` does not split evenly over the plan's processes.
+
+    Examples:
+        >>> per_process_batch(64, Plan(2, 1)), per_process_batch(64, None), per_process_batch(64, Plan(1, 2))
+        (32, 64, 64)
+    """
+    if plan is None or plan.procs == 1:
+        return batch_size
+    if batch_size % plan.procs:
+        raise ConfigError(
+            f"--batch-size is the batch of one step across all {plan.procs} processes of parallel={str(plan)!r}, "
+            f"and {batch_size} does not split into {plan.procs} equal parts. Use a multiple of {plan.procs}, such "
+            f"as {batch_size - batch_size % plan.procs or plan.procs}, or another --parallel plan. Received: "
+            f"batch_size={batch_size}, parallel={str(plan)!r}"
+        )
+    return batch_size // plan.procs
+
+
 def machine_table_path() -> Path:
     """Where ``bench/whole_machine.py --record`` keeps this machine's measured plans.
 
@@ -202,7 +228,9 @@ def _under_launch() -> bool:
     return int(os.environ.get("PADDLE_TRAINERS_NUM", "1")) > 1 or "PADDLE_TRAINER_ENDPOINTS" in os.environ
 
 
-def prepare_run(parallel: str, output: str | os.PathLike[str], resume: bool = True) -> Plan | None:
+def prepare_run(
+    parallel: str, output: str | os.PathLike[str], resume: bool = True, batch_size: int | None = None
+) -> Plan | None:
     """Resolve ``parallel`` for a run directory, check it against the recorded plan, record it, apply its threads.
 
     Returns the plan (None for ``"off"`` when no plan was recorded). A run
@@ -210,7 +238,8 @@ def prepare_run(parallel: str, output: str | os.PathLike[str], resume: bool = Tr
     and ``"off"`` take it, another explicit plan is refused.
 
     Raises:
-        ConfigError: an unknown value, or a plan other than the one this run started with.
+        ConfigError: an unknown value, a plan other than the one this run started with, or a
+            ``batch_size`` that does not split over the plan's processes (checked before anything is written).
 
     Examples:
         >>> import tempfile
@@ -239,6 +268,8 @@ def prepare_run(parallel: str, output: str | os.PathLike[str], resume: bool = Tr
         requested = recorded
     if requested is None:
         return None
+    if batch_size is not None:
+        per_process_batch(batch_size, requested)
     local = int(os.environ.get("PADDLE_LOCAL_SIZE", os.environ.get("PADDLE_TRAINERS_NUM", "1")))
     if _under_launch() and requested.procs != local:
         raise ConfigError(

@@ -60,7 +60,9 @@ class TrainConfig:
 
     model: str = "lenet5"  # the CLI's help lists the registered names
     epochs: int = field(default=8, metadata={"help": "training epochs"})
-    batch_size: int = field(default=64, metadata={"help": "images per training step"})
+    batch_size: int = field(
+        default=64, metadata={"help": "images per training step (all processes together under --parallel)"}
+    )
     lr: float = field(default=0.003, metadata={"help": "peak learning rate of each cosine cycle"})
     fast_epochs: int = field(
         default=2,
@@ -204,7 +206,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     config.validate()
     from paddle_mnist_hapi import parallel  # --parallel: processes x threads (docs/scale.md)
 
-    plan = parallel.prepare_run(config.parallel, config.output, config.resume)  # recorded for resume
+    plan = parallel.prepare_run(config.parallel, config.output, config.resume, config.batch_size)  # recorded
+    batch_size = parallel.per_process_batch(config.batch_size, plan)  # a plan splits the step's batch
     if parallel.needs_launch(plan):
         return parallel.launch_train(config, plan)  # the same train() on plan.procs processes, rank 0's summary
     device = set_device(config.device)
@@ -213,7 +216,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     test_data = MNIST("test", data_dir=config.data_dir)
     # the fast data path: whole splits in memory, ready batches, sharded across ranks
     augment = replace(RECIPE_AUGMENT, start_epoch=config.fast_epochs) if config.augment else None
-    train_loader = InMemoryLoader(train_data, config.batch_size, shuffle=True, augment=augment, seed=config.seed)
+    train_loader = InMemoryLoader(train_data, batch_size, shuffle=True, augment=augment, seed=config.seed)
     test_loader = InMemoryLoader(test_data, 1000, shuffle=False)
     steps_per_epoch = len(train_loader)
     model = build_model(config, steps_per_epoch)
@@ -249,6 +252,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "export": prefix,
         "export_max_abs_diff": report.max_abs_diff if report else None,
         "ranks": paddle.distributed.ParallelEnv().nranks,
+        "batch_per_process": batch_size,
         "resume": next((dict(c.report) for c in callbacks if isinstance(c, ResumeCkpt)), None),
         "device": device,
         "config": asdict(config),

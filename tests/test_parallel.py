@@ -79,12 +79,20 @@ def test_recipe_runs_on_two_processes_and_resumes_only_with_its_plan(tmp_path) -
     config = dict(model="linear", epochs=1, limit=256, output=str(tmp_path), verbose=0)
     summary = train(TrainConfig(**config, parallel="2x1"))
     assert summary["ranks"] == 2 and summary["config"]["parallel"] == "2x1"
+    assert summary["batch_per_process"] == 32  # the step's 64 images, split over the 2 processes
     assert (tmp_path / "launch" / "workerlog.1").is_file()
     assert json.loads((tmp_path / PLAN_FILE).read_text())["plan"] == "2x1"
     with pytest.raises(ConfigError, match="started with parallel='2x1'"):
         train(TrainConfig(**config, parallel="1x1"))
     resumed = train(TrainConfig(**config, parallel="auto"))  # takes the recorded 2x1; the run is finished
     assert resumed["ranks"] == 2 and resumed["resume"]["start_epoch"] == 1
+
+
+def test_a_batch_that_does_not_split_over_the_processes_is_refused_before_launching(tmp_path) -> None:
+    config = TrainConfig(model="linear", epochs=1, limit=256, batch_size=63, output=str(tmp_path), parallel="2x1")
+    with pytest.raises(ConfigError, match=r"63 does not split into 2 equal parts\. Use a multiple of 2, such as 62"):
+        train(config)
+    assert not (tmp_path / "launch").exists() and not (tmp_path / PLAN_FILE).exists()  # nothing recorded
 
 
 def test_a_plan_that_contradicts_the_users_own_launcher_is_refused(tmp_path, monkeypatch) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import paddle
 from paddle import nn
 
-from paddle_mnist_hapi.models.layers import Conv2D
+from paddle_mnist_hapi.models.layers import Conv2D, conv_relu_pool
 from paddle_mnist_hapi.models.registry import register_model
 
 __all__ = ["MnistCNN", "mnist_cnn"]
@@ -30,8 +30,8 @@ class MnistCNN(nn.Layer):
         self.fc = nn.Linear(980, num_classes)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        x = self.max_pool1(nn.functional.relu(self.conv1(x)))
-        x = self.max_pool2(nn.functional.relu(self.conv2(x)))
+        x = conv_relu_pool(self.conv1, self.max_pool1, x)  # pool(relu(conv(x))), fused in dygraph
+        x = conv_relu_pool(self.conv2, self.max_pool2, x)
         return self.fc(paddle.flatten(x, 1))
 
 
