@@ -20,7 +20,10 @@ one:
   ``PADDLE_MNIST_PARALLEL_TABLE`` names), then :data:`MEASURED` (the project's
   measurements); for a core count measured nowhere, one process per core with
   one thread each, the plan that scaled here (every process keeps a
-  single-threaded Paddle busy);
+  single-threaded Paddle busy); then fewer processes if the step's batch
+  would leave a process fewer than :data:`MIN_BATCH_PER_PROCESS` images (so
+  the default recipe's 64-image steps stay in one process on 2 cores, and a
+  ``--batch-size 128`` run takes both);
 - ``"PxT"``, e.g. ``"2x1"`` or ``"1x2"``: exactly that.
 
 The recipe records the plan in ``OUTPUT/parallel.json`` when a run starts; a
@@ -60,7 +63,8 @@ from typing import Any
 
 from paddle_mnist_hapi.errors import ConfigError
 
-__all__ = ["ENV_TABLE", "MEASURED", "PLAN_FILE", "Plan", "apply_threads", "launch_command", "launch_train"]
+__all__ = ["ENV_TABLE", "MEASURED", "MIN_BATCH_PER_PROCESS", "PLAN_FILE", "Plan", "apply_threads", "launch_command"]
+__all__ += ["launch_train"]
 __all__ += ["machine_table_path", "needs_launch", "prepare_run", "read_machine_table", "record_machine_plan"]
 __all__ += ["per_process_batch", "resolve_plan"]
 
@@ -111,8 +115,16 @@ class Plan:
 # 1.70x one process at batch 256, 1x2 0.74x. Add a row when you measure another machine.
 MEASURED: dict[int, Plan] = {1: Plan(1, 1), 2: Plan(2, 1)}
 
+# The fewest images per process and step for which `auto` starts several processes. Measured on the 2-core
+# machine (docs/scale.md): at 32 per process two processes trained 1.2x one process of the same 64-image steps,
+# and the recipe's epochs took as long as in one process (the all-reduce, hapi's Python per step and the
+# callbacks are paid per step); at 64 and 128 per process they trained 1.45x and 1.6x.
+MIN_BATCH_PER_PROCESS = 64
 
-def resolve_plan(parallel: str = "auto", cores: int | None = None, table: dict[int, str] | None = None) -> Plan | None:
+
+def resolve_plan(
+    parallel: str = "auto", cores: int | None = None, table: dict[int, str] | None = None, batch_size: int | None = None
+) -> Plan | None:
     """The :class:`Plan` for a ``parallel`` option; None for ``"off"``.
 
     Args:
@@ -121,6 +133,11 @@ def resolve_plan(parallel: str = "auto", cores: int | None = None, table: dict[i
             process may run on (``os.sched_getaffinity``). Default: None.
         table (dict, optional): ``{cores: "PxT"}`` measured on this machine;
             None reads :func:`machine_table_path`. Default: None.
+        batch_size (int, optional): the step's batch, all processes together.
+            ``"auto"`` then starts no more processes than leave each
+            :data:`MIN_BATCH_PER_PROCESS` images (and an even split): below
+            that a process's step is too short to pay for the gradient
+            all-reduce and the launcher. None: no limit. Default: None.
 
     Raises:
         ConfigError: an unknown value.
@@ -128,6 +145,8 @@ def resolve_plan(parallel: str = "auto", cores: int | None = None, table: dict[i
     Examples:
         >>> resolve_plan("off") is None, resolve_plan("1x2")
         (True, Plan(procs=1, threads=2))
+        >>> [resolve_plan("auto", cores=2, table={}, batch_size=b) for b in (64, 128)]
+        [Plan(procs=1, threads=1), Plan(procs=2, threads=1)]
     """
     text = str(parallel).strip().lower()
     if text == "off":
@@ -136,9 +155,11 @@ def resolve_plan(parallel: str = "auto", cores: int | None = None, table: dict[i
         return Plan.parse(text)
     cores = cores or _available_cores()
     table = read_machine_table() if table is None else table
-    if cores in table:
-        return Plan.parse(table[cores])
-    return MEASURED.get(cores, Plan(cores, 1))
+    plan = Plan.parse(table[cores]) if cores in table else MEASURED.get(cores, Plan(cores, 1))
+    procs = plan.procs
+    while batch_size is not None and procs > 1 and (batch_size % procs or batch_size // procs < MIN_BATCH_PER_PROCESS):
+        procs -= 1
+    return Plan(procs, plan.threads)
 
 
 def per_process_batch(batch_size: int, plan: Plan | None) -> int:
@@ -255,7 +276,7 @@ def prepare_run(
     """
     path = Path(output) / PLAN_FILE
     recorded = _read_plan(path) if resume else None
-    requested = resolve_plan(parallel)
+    requested = resolve_plan(parallel, batch_size=batch_size)
     if recorded is not None:
         explicit = str(parallel).strip().lower() not in ("auto", "off")
         if explicit and requested != recorded:

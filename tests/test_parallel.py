@@ -34,6 +34,15 @@ def test_auto_uses_the_measured_table_then_one_process_per_core() -> None:
     assert resolve_plan("auto").cores >= 1
 
 
+@pytest.mark.parametrize(
+    ("cores", "batch_size", "plan"),
+    [(2, 64, Plan(1, 1)), (2, 128, Plan(2, 1)), (2, 130, Plan(2, 1)), (2, 127, Plan(1, 1)), (8, 256, Plan(4, 1))],
+)
+def test_auto_leaves_every_process_enough_images_of_the_step(cores, batch_size, plan) -> None:
+    assert resolve_plan("auto", cores=cores, table={}, batch_size=batch_size) == plan
+    assert resolve_plan("2x1", cores=cores, table={}, batch_size=64) == Plan(2, 1)  # an explicit plan is taken as is
+
+
 def test_a_run_keeps_the_plan_it_started_with(tmp_path) -> None:
     assert prepare_run("off", tmp_path) is None and not (tmp_path / PLAN_FILE).exists()
     assert prepare_run("1x1", tmp_path) == Plan(1, 1)
