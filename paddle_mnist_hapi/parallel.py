@@ -111,14 +111,14 @@ class Plan:
 
 
 # The fastest plan per core count, measured with `python bench/whole_machine.py` (LeNet-5, the
-# library's training path; docs/scale.md has the runs). 2 cores (Intel Xeon, 2026-12-03): 2x1 trained
-# 1.70x one process at batch 256, 1x2 0.74x. Add a row when you measure another machine.
+# library's training path; docs/scale.md has the runs). 2 cores (Intel Xeon, make bench 2026-12-03): 2x1
+# trained 1.56x one process at batch 256, 1x2 0.84x. Add a row when you measure another machine.
 MEASURED: dict[int, Plan] = {1: Plan(1, 1), 2: Plan(2, 1)}
 
 # The fewest images per process and step for which `auto` starts several processes. Measured on the 2-core
-# machine (docs/scale.md): at 32 per process two processes trained 1.2x one process of the same 64-image steps,
-# and the recipe's epochs took as long as in one process (the all-reduce, hapi's Python per step and the
-# callbacks are paid per step); at 64 and 128 per process they trained 1.45x and 1.6x.
+# machine (docs/scale.md): at 32 per process two processes trained 1.1-1.2x one process on the same 64-image
+# steps, and the recipe's epochs took as long as in one process (the all-reduce, hapi's Python per step and
+# the callbacks are paid per step); at 64 and 128 per process they trained 1.44x and 1.56x.
 MIN_BATCH_PER_PROCESS = 64
 
 
