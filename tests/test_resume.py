@@ -471,3 +471,21 @@ def test_checkpoint_cost_bench_measures_every_model(tmp_path):
     result = bench.measure("mlp800", steps=4, directory=tmp_path)
     assert result["epoch_s"] > 0 and 0 < result["save_s"] < result["epoch_s"] and result["load_s"] > 0
     assert bench.rescan_ratio("lenet5", tmp_path / "rescan", saves=3) > 0
+
+
+@pytest.mark.parametrize(("ranks", "every"), [(1, 1), (2, 1), (2, 8)])
+def test_ranks_agree_on_a_stop_every_few_updates_and_at_every_epochs_end(tmp_path, ranks, every):
+    """One process checks for a stop after every update; under the launcher the all-reduce that makes the
+    ranks agree runs after the number of updates the last agreement set, and on each epoch's last one."""
+    from paddle_mnist_hapi.checkpoint.position import Position
+
+    callback = ResumeCkpt(str(tmp_path))
+    callback._ranks, callback._updates_since_agreement, callback._steps_per_epoch = ranks, 0, 20
+    callback._agree_every = every
+    position = Position()
+    due = []
+    for step in range(1, 41):
+        position.step_in_epoch = (step - 1) % 20 + 1
+        if callback._agreement_due(position):
+            due.append(step)
+    assert due == (list(range(1, 41)) if every == 1 else [8, 16, 20, 28, 36, 40])

@@ -57,7 +57,13 @@ from paddle_mnist_hapi.callbacks.monitor import MonitorCallback, infer_mode
 from paddle_mnist_hapi.checkpoint import retention
 from paddle_mnist_hapi.checkpoint import state as S
 from paddle_mnist_hapi.checkpoint.position import STOP_BY_CALLBACK, Position
-from paddle_mnist_hapi.checkpoint.preemption import StopRequest, agree, parse_max_time, parse_signals
+from paddle_mnist_hapi.checkpoint.preemption import (
+    StopRequest,
+    agree,
+    parse_max_time,
+    parse_signals,
+    updates_between_agreements,
+)
 from paddle_mnist_hapi.checkpoint.restore import latest_valid, load_network, load_weights
 from paddle_mnist_hapi.checkpoint.store import CheckpointInfo, CheckpointStore, read_tensors
 from paddle_mnist_hapi.errors import CheckpointError, CheckpointMismatchError, ConfigError
@@ -303,19 +309,34 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self.global_step = position.global_step
         self._metrics_snapshot = S.copy_metric_states(self.model._metrics)
         now = time.monotonic()
-        self._step_seconds = max(self._step_seconds, now - self._batch_clock)
+        self._last_step_seconds = now - self._batch_clock
+        self._step_seconds = max(self._step_seconds, self._last_step_seconds)
         self._batch_clock = now
         at_update = position.step_in_epoch % self._accumulate == 0 or position.step_in_epoch == self._steps_per_epoch
         if self.every_n_steps and position.global_step % self.every_n_steps == 0:
             self._want_mid_epoch = True
         if self._want_mid_epoch and at_update and position.step_in_epoch < self._steps_per_epoch:
             self._pending, self._want_mid_epoch = True, False
-        if at_update and self._watch_stop:
-            reason = self._stop_request.reason(self._step_seconds + self._eval_seconds, self._save_seconds)
-            agreed = agree(reason)
+        if at_update and self._watch_stop and self._agreement_due(position):
+            window = self._agree_every * self._step_seconds  # until the ranks next agree
+            reason = self._stop_request.reason(window + self._eval_seconds, self._save_seconds)
+            agreed, slowest = agree(reason, self._last_step_seconds)
+            self._agree_every = updates_between_agreements(slowest) if self._ranks > 1 else 1
             if agreed is not None:
                 self._stop_request.adopt(agreed)
                 self._stop(agreed)
+
+    def _agreement_due(self, position: Position) -> bool:
+        """Whether the ranks agree on a stop after this update: every update in one process; under the
+        launcher after the number of updates the last agreement set (about 0.1 s of training, see
+        :func:`~paddle_mnist_hapi.checkpoint.preemption.updates_between_agreements`) and after every epoch's
+        last, the same on every rank, so the all-reduce is not paid on every short step."""
+        self._updates_since_agreement += 1
+        due = self._ranks == 1 or self._updates_since_agreement >= self._agree_every
+        if due or position.step_in_epoch == self._steps_per_epoch:
+            self._updates_since_agreement = 0
+            return True
+        return False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if epoch < self._position.epoch or self._finished:
@@ -383,6 +404,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self._stop_after_epoch: str | None = None
         self._step_seconds = self._eval_seconds = self._save_seconds = 0.0
         self._batch_clock = self._eval_clock = time.monotonic()
+        self._ranks, self._updates_since_agreement, self._agree_every = paddle.distributed.get_world_size(), 0, 1
+        self._last_step_seconds = 0.0
         self._undo: list[Callable[[], None]] = []
         self._workers: dict[int, int | None] = {}
         self.model.stop_training = False  # hapi keeps it from an earlier fit
