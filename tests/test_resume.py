@@ -489,3 +489,10 @@ def test_ranks_agree_on_a_stop_every_few_updates_and_at_every_epochs_end(tmp_pat
         if callback._agreement_due(position):
             due.append(step)
     assert due == (list(range(1, 41)) if every == 1 else [8, 16, 20, 28, 36, 40])
+
+
+def test_the_removed_weights_only_says_what_replaced_it(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"no longer takes weights_only.*init_from='runs/pretrain/checkpoints'"):
+        ResumeCkpt(str(tmp_path), weights_only=True)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'keep_lats'"):
+        ResumeCkpt(str(tmp_path), keep_lats=3)

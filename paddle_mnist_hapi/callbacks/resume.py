@@ -73,6 +73,18 @@ __all__ = ["ResumeCkpt", "load_weights"]
 log = logging.getLogger(__name__)
 
 
+def _refuse_removed(kwargs: dict[str, Any]) -> None:
+    """An argument of an earlier release gets an error that says what replaced it; any other a TypeError."""
+    if "weights_only" in kwargs:
+        raise ConfigError(
+            "ResumeCkpt no longer takes weights_only. To start a new run from another run's weights, give the new "
+            "run its own directory and point init_from at the other run: ResumeCkpt('runs/finetune', "
+            "init_from='runs/pretrain/checkpoints') (docs/checkpointing.md, 'Fine-tuning from another run'). "
+            f"Received: weights_only={kwargs['weights_only']!r}"
+        )
+    raise TypeError(f"ResumeCkpt() got an unexpected keyword argument {next(iter(kwargs))!r}")
+
+
 def _best_rule(monitor: str, mode: str, min_delta: float) -> MonitorCallback:
     """The shared monitor rule (``MonitorCallback.is_improvement``) that ranks checkpoints."""
     if mode not in ("auto", "min", "max"):
@@ -150,8 +162,11 @@ class ResumeCkpt(paddle.callbacks.Callback):
         init_from: str | os.PathLike[str] | None = None,
         signals: Sequence[int | str] = ("SIGTERM",),
         max_time: float | str | None = None,
+        **removed: Any,
     ) -> None:
         super().__init__()
+        if removed:
+            _refuse_removed(removed)
         for name, value in (("every_n_epochs", every_n_epochs), ("keep_last", keep_last), ("keep_best", keep_best)):
             check_int(name, value, 1)
         if every_n_steps is not None:
