@@ -31,7 +31,9 @@ def _assert_both_ranks_exact(out, reference, resumed_step: int, note: str) -> No
         H.assert_no_batch_repeated(mine, resumed_step, 9)
         # callback tensor state is stored once, from rank 0 (the library's is the same on every rank)
         H.assert_same_run(mine, theirs, f"{note}, rank {rank}", tensor_state=rank == 0)
-        assert (H.result(mine)["saved"] is not None) == (rank == 0)  # only rank 0 writes
+        # only rank 0 writes; a stop that landed on the run's last step (a signal that arrived after step 8)
+        # leaves the re-run nothing to train, so nothing to save
+        assert (H.result(mine)["saved"] is not None) == (rank == 0 and resumed_step < 9)
 
 
 def test_sigkill_at_a_random_step_then_rerun_is_exact_on_every_rank(tmp_path, reference):
