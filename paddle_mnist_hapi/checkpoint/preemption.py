@@ -158,8 +158,9 @@ _CODES = {MAX_TIME: 1}
 
 # Under paddle.distributed.launch the ranks agree on a stop after the first update of a fit, then again after
 # as many updates as fit in AGREE_SECONDS of the slowest rank's steps (at most AGREE_EVERY), and at every
-# epoch's end. One all-reduce per update cost about 0.5 ms, 4-5% of a 64-image LeNet-5 step on 2 CPU ranks
-# (measured: 2 ranks x 64 images with ResumeCkpt trained 1.05x faster agreeing every 8 updates).
+# epoch's end. One all-reduce per update cost about 0.5 ms, 5% of a 64-image LeNet-5 step on 2 CPU ranks
+# (rank 0's profile); 2 ranks x 64 images with ResumeCkpt trained 1.05-1.14x faster on this schedule
+# (python -m paddle.distributed.launch --nproc_per_node 2 bench/agree_cost.py).
 AGREE_SECONDS = 0.1
 AGREE_EVERY = 8
 
