@@ -300,9 +300,17 @@ def prepare_run(
         )
     if not _under_launch() or os.environ.get("PADDLE_TRAINER_ID", "0") == "0":
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**asdict(requested), "plan": str(requested), "cores": _available_cores()}) + "\n")
+        _write_plan(path, requested)
     apply_threads(requested.threads)
     return requested
+
+
+def _write_plan(path: Path, plan: Plan) -> None:
+    """Record ``plan`` whole: the other ranks read this file while rank 0 writes it, so it is replaced, never
+    truncated and rewritten in place."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps({**asdict(plan), "plan": str(plan), "cores": _available_cores()}) + "\n")
+    os.replace(partial, path)
 
 
 def _read_plan(path: Path) -> Plan | None:

@@ -112,3 +112,33 @@ def test_a_plan_that_contradicts_the_users_own_launcher_is_refused(tmp_path, mon
         prepare_run("2x1", tmp_path)
     assert prepare_run("4x1", tmp_path) == Plan(4, 1) and not (tmp_path / PLAN_FILE).exists()  # only rank 0 writes
     assert prepare_run("off", tmp_path) is None
+
+
+def test_a_rank_reading_the_plan_while_rank_0_records_it_never_sees_a_partial_file(tmp_path) -> None:
+    """Under the launcher every rank reads OUTPUT/parallel.json while rank 0 records it again (CI once
+    read an empty file there). The record is replaced whole, so a reader sees the old or the new plan."""
+    import threading
+
+    from paddle_mnist_hapi.parallel import _read_plan
+
+    prepare_run("1x1", tmp_path)
+    errors: list[Exception] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                assert _read_plan(tmp_path / PLAN_FILE) == Plan(1, 1)
+            except Exception as exc:  # any failure to read is the bug
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(2000):
+            prepare_run("1x1", tmp_path)
+    finally:
+        done.set()
+        reader.join()
+    assert not errors, errors[0]
