@@ -39,6 +39,8 @@ Examples:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import paddle
 from paddle.nn import functional as F
 
@@ -80,27 +82,23 @@ class FusedSequential(paddle.nn.Sequential):
 
     def fused_runs(self) -> list[int]:
         """Indices of the children that start a fused conv → ReLU → pool run."""
-        layers, runs, i = list(self._sub_layers.values()), [], 0
-        while i < len(layers):
-            if _fusable(layers[i : i + 3]):
-                runs.append(i)
-                i += 3
-            else:
-                i += 1
-        return runs
+        return [i for i, fused in self._runs() if fused]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if not paddle.in_dynamic_mode() or x.is_dist():
             return super().forward(x)
+        layers = list(self._sub_layers.values())
+        for i, fused in self._runs():
+            x = _conv_pool_relu(layers[i], x) if fused else layers[i](x)
+        return x
+
+    def _runs(self) -> Iterator[tuple[int, bool]]:
+        """``(index, fused)`` for each step of the forward pass: a fused run of three children, or one child."""
         layers, i = list(self._sub_layers.values()), 0
         while i < len(layers):
-            if _fusable(layers[i : i + 3]):
-                x = _conv_pool_relu(layers[i], x)
-                i += 3
-            else:
-                x = layers[i](x)
-                i += 1
-        return x
+            fused = _fusable(layers[i : i + 3])
+            yield i, fused
+            i += 3 if fused else 1
 
 
 def conv_relu_pool(conv: paddle.nn.Conv2D, pool: paddle.nn.MaxPool2D, x: paddle.Tensor) -> paddle.Tensor:
