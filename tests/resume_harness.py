@@ -88,6 +88,15 @@ def wait_for_step(proc: subprocess.Popen, out: Path, step: int, timeout: float =
         time.sleep(0.005)
 
 
+def wait_for_checkpoint(proc: subprocess.Popen, save_dir: Path, step: int, timeout: float = 180) -> None:
+    """Until ``save_dir`` holds a checkpoint at global step ``step`` or later; the run must still be going."""
+    deadline = time.monotonic() + timeout
+    while not any(int(c.name[5:]) >= step for c in save_dir.glob("ckpt-*")):
+        assert proc.poll() is None, "training ended before the kill point"
+        assert time.monotonic() < deadline, "kill point not reached in time"
+        time.sleep(0.02)
+
+
 def kill_step(name: str, total: int) -> int:
     """A random global step in [1, total - 1] for this cell, from the session's seed."""
     return random.Random(f"{SEED}/{name}").randint(1, total - 1)

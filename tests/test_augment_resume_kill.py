@@ -7,11 +7,11 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import resume_harness as H
 
 from conftest import PYTHON, ROOT
 
@@ -37,10 +37,6 @@ def _params(out: Path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-def _checkpoint_steps(save_dir: Path) -> list[int]:
-    return [int(c.name[5:]) for c in save_dir.glob("ckpt-*")] if save_dir.is_dir() else []
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, dict]:
     """The uninterrupted augmented run."""
@@ -57,11 +53,7 @@ def test_killed_augmented_run_resumes_bit_identical(tmp_path, reference, subproc
         _command(save_dir, out, "--sleep", "0.1"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 180
-    while not any(step >= kill_after_step for step in _checkpoint_steps(save_dir)):
-        assert proc.poll() is None, "training ended before the kill point"
-        assert time.monotonic() < deadline, "kill point not reached in time"
-        time.sleep(0.02)
+    H.wait_for_checkpoint(proc, save_dir, kill_after_step, timeout=180)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not Path(str(out) + ".npz").exists()

@@ -7,11 +7,11 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import resume_harness as H
 
 from conftest import PYTHON, ROOT
 
@@ -45,12 +45,8 @@ def test_sigkilled_run_with_ema_resumes_bit_identical(tmp_path, subprocess_env):
         _command(save_dir, out, "--sleep", "0.1"),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env, start_new_session=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 120
     try:  # kill mid-way through epoch 2, after a mid-epoch checkpoint of it
-        while not any(int(c.name[5:]) >= 12 for c in save_dir.glob("ckpt-*")):
-            assert proc.poll() is None, "training ended before the kill point"
-            assert time.monotonic() < deadline, "kill point not reached in time"
-            time.sleep(0.02)
+        H.wait_for_checkpoint(proc, save_dir, 12, timeout=120)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
