@@ -157,7 +157,7 @@ def _export_untrained_lenet5(folder: str) -> str:
     import paddle
 
     from paddle_mnist_hapi import create_model, specs_for
-    from paddle_mnist_hapi.export import export_model
+    from paddle_mnist_hapi.deploy.export import export_model
 
     paddle.seed(0)
     prefix = str(Path(folder) / "lenet5")

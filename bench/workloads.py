@@ -321,7 +321,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def inference(iterations: int) -> dict[str, Any]:
     """Exported model through ``paddle.inference`` (1 thread) vs the dygraph model: latency and throughput."""
-    from paddle_mnist_hapi.export import export_model, load_inference_predictor, run_predictor
+    from paddle_mnist_hapi.deploy.export import export_model, load_inference_predictor, run_predictor
 
     model = _model()
     images = MNIST("test", limit=256).images

@@ -50,8 +50,8 @@ _ATTRIBUTES = {
     "register_model": "paddle_mnist_hapi.models",
     "resolve_device": "paddle_mnist_hapi.device",
     "set_device": "paddle_mnist_hapi.device",
-    "export_model": "paddle_mnist_hapi.export",
-    "Predictor": "paddle_mnist_hapi.predict",
+    "export_model": "paddle_mnist_hapi.deploy.export",
+    "Predictor": "paddle_mnist_hapi.deploy.predict",
     "load_weights": "paddle_mnist_hapi.callbacks.resume",
 }
 # public submodule -> its full name (the model families live in models/)
@@ -126,8 +126,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from paddle_mnist_hapi import callbacks, data, schedules, specs
     from paddle_mnist_hapi.callbacks.resume import load_weights
     from paddle_mnist_hapi.data import MNIST, InMemoryLoader
+    from paddle_mnist_hapi.deploy.export import export_model
+    from paddle_mnist_hapi.deploy.predict import Predictor
     from paddle_mnist_hapi.device import resolve_device, set_device
-    from paddle_mnist_hapi.export import export_model
     from paddle_mnist_hapi.models import cnn, create_model, lenet, list_models, mlp, register_model
-    from paddle_mnist_hapi.predict import Predictor
     from paddle_mnist_hapi.specs import MNIST_FLAT_SPEC, MNIST_IMAGE_SPEC, MNIST_LABEL_SPEC, specs_for

@@ -185,7 +185,7 @@ def _evaluate_images(predictor: Any, images: np.ndarray, batch_size: int, progre
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from paddle_mnist_hapi.data import MNIST
-    from paddle_mnist_hapi.predict import Predictor, softmax
+    from paddle_mnist_hapi.deploy.predict import Predictor, softmax
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive. Received: --batch-size {args.batch_size}")
@@ -208,7 +208,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "data": test.source,
     }
     if args.report:
-        from paddle_mnist_hapi.reports import write_report
+        from paddle_mnist_hapi.deploy.reports import write_report
 
         extra = {"model": predictor.prefix, "data": test.source, "loss": result["loss"]}
         result["report"] = write_report(
@@ -255,7 +255,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
             )
         result["paddle"] = prefix
     if args.onnx:
-        from paddle_mnist_hapi.onnx_export import export_onnx
+        from paddle_mnist_hapi.deploy.onnx_export import export_onnx
 
         output = args.output if exported is not None and args.output else None
         report = export_onnx(prefix, output, opset_version=args.opset, sample=_test_sample())
@@ -272,8 +272,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _exported_prefix(source: Path) -> str | None:
+    from paddle_mnist_hapi.deploy.predict import resolve_model_prefix
     from paddle_mnist_hapi.errors import ExportError
-    from paddle_mnist_hapi.predict import resolve_model_prefix
 
     try:
         prefix = resolve_model_prefix(source)
@@ -285,8 +285,8 @@ def _exported_prefix(source: Path) -> str | None:
 def _export_checkpoint(source: Path, args: argparse.Namespace) -> str:
     import paddle
 
+    from paddle_mnist_hapi.deploy.export import export_model
     from paddle_mnist_hapi.errors import CheckpointError, ExportError
-    from paddle_mnist_hapi.export import export_model
     from paddle_mnist_hapi.models import create_model
     from paddle_mnist_hapi.specs import specs_for
 
@@ -323,7 +323,7 @@ def _export_checkpoint(source: Path, args: argparse.Namespace) -> str:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from paddle_mnist_hapi.predict import Predictor
+    from paddle_mnist_hapi.deploy.predict import Predictor
 
     invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
     predictor = Predictor(args.model, invert=invert)

@@ -40,9 +40,9 @@ from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog
 from paddle_mnist_hapi.callbacks.resume import ResumeCkpt
 from paddle_mnist_hapi.callbacks.visualdl import VisualDL
 from paddle_mnist_hapi.data import MNIST, Augment, InMemoryLoader
+from paddle_mnist_hapi.deploy.export import export_model
 from paddle_mnist_hapi.device import set_device
 from paddle_mnist_hapi.errors import ConfigError
-from paddle_mnist_hapi.export import export_model
 from paddle_mnist_hapi.models import create_model
 from paddle_mnist_hapi.specs import specs_for
 

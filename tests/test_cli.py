@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from test_predict import photo, png_header_only, truncated_png
 
-from paddle_mnist_hapi.onnx_export import onnx_available
+from paddle_mnist_hapi.deploy.onnx_export import onnx_available
 
 from conftest import PYTHON, ROOT
 

@@ -25,7 +25,7 @@ def test_fit_lenet_example_reaches_real_accuracy_and_exports(tmp_path, subproces
     assert summary["seconds"] > 0
     prefix = summary["export"]
     from paddle_mnist_hapi.data import MNIST
-    from paddle_mnist_hapi.export import load_inference_predictor, run_predictor
+    from paddle_mnist_hapi.deploy.export import load_inference_predictor, run_predictor
 
     test = MNIST("test", limit=500)
     logits = run_predictor(load_inference_predictor(prefix), test.images)

@@ -10,10 +10,10 @@ import pytest
 
 from paddle_mnist_hapi import create_model, specs_for
 from paddle_mnist_hapi.data import MEAN, STD
+from paddle_mnist_hapi.deploy.export import export_model, load_inference_predictor, run_predictor
+from paddle_mnist_hapi.deploy.onnx_export import export_onnx, load_onnx_session, onnx_available, run_onnx
+from paddle_mnist_hapi.deploy.predict import Predictor
 from paddle_mnist_hapi.errors import ExportError
-from paddle_mnist_hapi.export import export_model, load_inference_predictor, run_predictor
-from paddle_mnist_hapi.onnx_export import export_onnx, load_onnx_session, onnx_available, run_onnx
-from paddle_mnist_hapi.predict import Predictor
 
 
 def _briefly_trained(name: str, data) -> paddle.Model:
@@ -130,7 +130,7 @@ def test_onnx_opset_outside_paddle2onnx_range_is_refused_not_aborted(trained_run
 
 @needs_onnx
 def test_failed_onnx_conversion_is_an_export_error(tmp_path):
-    from paddle_mnist_hapi.onnx_export import _convert
+    from paddle_mnist_hapi.deploy.onnx_export import _convert
 
     (tmp_path / "bad.json").write_text('{"not": "a paddle program"}')
     (tmp_path / "bad.pdiparams").write_bytes(b"\0" * 16)

@@ -5,8 +5,8 @@ import paddle
 import pytest
 
 from paddle_mnist_hapi import create_model, list_models, specs_for
+from paddle_mnist_hapi.deploy.export import export_model, load_inference_predictor, run_predictor
 from paddle_mnist_hapi.errors import ConfigError, UnknownModelError
-from paddle_mnist_hapi.export import export_model, load_inference_predictor, run_predictor
 
 ALL_MODELS = list_models()
 

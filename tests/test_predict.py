@@ -14,9 +14,9 @@ import pytest
 from PIL import Image, ImageDraw
 
 from paddle_mnist_hapi.data import MNIST
+from paddle_mnist_hapi.deploy.predict import Prediction, Predictor, resolve_model_prefix
+from paddle_mnist_hapi.deploy.preprocess import load_image, mnist_style, needs_inversion, preprocess, to_grayscale
 from paddle_mnist_hapi.errors import ConfigError, ExportError, ImageError
-from paddle_mnist_hapi.predict import Prediction, Predictor, resolve_model_prefix
-from paddle_mnist_hapi.preprocess import load_image, mnist_style, needs_inversion, preprocess, to_grayscale
 
 COUNT = 40  # test digits per variant
 
@@ -184,7 +184,7 @@ def test_predictor_for_a_flat_input_model(tmp_path, digits):
     import paddle
 
     from paddle_mnist_hapi import create_model, specs_for
-    from paddle_mnist_hapi.export import export_model
+    from paddle_mnist_hapi.deploy.export import export_model
 
     export_model(paddle.Model(create_model("mlp"), *specs_for("mlp")), tmp_path / "mlp")
     predictor = Predictor(tmp_path / "mlp")

@@ -30,8 +30,8 @@ from PIL import Image
 from test_predict import png_header_only, truncated_png
 
 from paddle_mnist_hapi.data import MNIST
-from paddle_mnist_hapi.predict import Predictor
-from paddle_mnist_hapi.preprocess import mnist_style, to_grayscale
+from paddle_mnist_hapi.deploy.predict import Predictor
+from paddle_mnist_hapi.deploy.preprocess import mnist_style, to_grayscale
 
 from conftest import PYTHON, ROOT
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from paddle_mnist_hapi.data import MNIST
+from paddle_mnist_hapi.deploy.predict import _example_predictor, softmax
 from paddle_mnist_hapi.errors import ConfigError
-from paddle_mnist_hapi.predict import _example_predictor, softmax
 from paddle_mnist_hapi.serve.batching import MicroBatcher
 
 from conftest import ROOT

@@ -1,4 +1,4 @@
-"""The HTTP service: a Starlette application around one :class:`~paddle_mnist_hapi.predict.Predictor`.
+"""The HTTP service: a Starlette application around one :class:`~paddle_mnist_hapi.deploy.predict.Predictor`.
 
 Routes:
 
@@ -18,7 +18,7 @@ Every error is JSON ``{"error": "..."}`` with a 4xx status (5xx only for a bug),
 and one log line per request (method, path, status, milliseconds, label).
 
 Examples:
-    >>> from paddle_mnist_hapi.predict import _example_predictor
+    >>> from paddle_mnist_hapi.deploy.predict import _example_predictor
     >>> app = create_app(_example_predictor())
     >>> [route.path for route in app.routes]
     ['/', '/health', '/metadata', '/predict']
@@ -46,8 +46,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from paddle_mnist_hapi.export import METADATA_SUFFIX, metadata_path
-from paddle_mnist_hapi.predict import Prediction, Predictor, softmax
+from paddle_mnist_hapi.deploy.export import METADATA_SUFFIX, metadata_path
+from paddle_mnist_hapi.deploy.predict import Prediction, Predictor, softmax
 from paddle_mnist_hapi.serve.batching import MicroBatcher
 from paddle_mnist_hapi.serve.decoding import Decoders
 

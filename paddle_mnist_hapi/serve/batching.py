@@ -52,7 +52,7 @@ class MicroBatcher:
 
     Args:
         fn (callable): maps an ``(N, ...)`` array to an ``(N, ...)`` array of results, row by row
-            (e.g. :meth:`paddle_mnist_hapi.predict.Predictor.logits`). Only the worker thread calls it.
+            (e.g. :meth:`paddle_mnist_hapi.deploy.predict.Predictor.logits`). Only the worker thread calls it.
         max_batch (int, optional): the most inputs in one call of ``fn``. ``1`` switches batching
             off. Default: 32.
         max_wait_ms (float, optional): how long the worker waits for announced inputs after the

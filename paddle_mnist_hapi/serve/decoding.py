@@ -37,8 +37,8 @@ import numpy as np
 from PIL import Image
 
 from paddle_mnist_hapi.data.dataset import MEAN, STD
+from paddle_mnist_hapi.deploy.preprocess import MAX_PIXELS, Invert, preprocess
 from paddle_mnist_hapi.errors import ImageError
-from paddle_mnist_hapi.preprocess import MAX_PIXELS, Invert, preprocess
 
 __all__ = ["Decoders", "prepare"]
 
@@ -53,7 +53,7 @@ def prepare(data: bytes, max_pixels: int = MAX_PIXELS, invert: Invert = "auto") 
 
     The size is read from the header first: a picture over ``max_pixels`` is refused (413)
     without decoding a pixel. Every other unreadable upload is a 422 with
-    :func:`~paddle_mnist_hapi.preprocess.load_image`'s message.
+    :func:`~paddle_mnist_hapi.deploy.preprocess.load_image`'s message.
     """
     pixels = _pixels_in_header(data)
     if pixels is not None and pixels > max_pixels:

@@ -24,8 +24,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from paddle_mnist_hapi.deploy.predict import Predictor
 from paddle_mnist_hapi.errors import ConfigError, ExportError
-from paddle_mnist_hapi.predict import Predictor
 
 __all__ = ["load_checked_predictor", "run_server"]
 

@@ -12,7 +12,7 @@ same inputs at batch size 1 and N, then records the outcome in
 Examples:
     >>> import tempfile, paddle
     >>> from paddle_mnist_hapi import create_model, specs_for
-    >>> from paddle_mnist_hapi.export import export_model
+    >>> from paddle_mnist_hapi.deploy.export import export_model
     >>> prefix = tempfile.mkdtemp() + "/lenet5"
     >>> _ = export_model(paddle.Model(create_model("lenet5"), *specs_for("lenet5")), prefix)
     >>> if onnx_available():
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from paddle_mnist_hapi.deploy.export import DEFAULT_TOLERANCE, load_inference_predictor, metadata_path, run_predictor
 from paddle_mnist_hapi.errors import ExportError
-from paddle_mnist_hapi.export import DEFAULT_TOLERANCE, load_inference_predictor, metadata_path, run_predictor
 
 __all__ = ["DEFAULT_OPSET", "OnnxExportReport", "export_onnx", "load_onnx_session", "onnx_available", "run_onnx"]
 
@@ -166,7 +166,7 @@ def run_onnx(session: Any, batch: np.ndarray) -> np.ndarray:
         >>> if onnx_available():
         ...     import tempfile, paddle
         ...     from paddle_mnist_hapi import create_model, specs_for
-        ...     from paddle_mnist_hapi.export import export_model
+        ...     from paddle_mnist_hapi.deploy.export import export_model
         ...     prefix = tempfile.mkdtemp() + "/linear"
         ...     _ = export_model(paddle.Model(create_model("linear"), *specs_for("linear")), prefix)
         ...     session = load_onnx_session(export_onnx(prefix).path)

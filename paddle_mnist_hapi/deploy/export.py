@@ -136,7 +136,7 @@ def _metadata(model: paddle.Model, class_names: Sequence[str]) -> dict[str, Any]
             "size": [28, 28],
             "foreground": "light digit on dark background (as MNIST); invert dark-on-light images",
             "fit": "crop to the digit, scale its longest side to 20 px (aspect kept), centre of mass at (14, 14)",
-            "reference": "paddle_mnist_hapi.preprocess.preprocess",
+            "reference": "paddle_mnist_hapi.deploy.preprocess.preprocess",
             "normalize": "(pixel - mean) / std on 0..255 pixels",
             "mean": MEAN,
             "std": STD,

@@ -1,10 +1,10 @@
 """``Predictor``: classify digits with an exported model, no training code needed.
 
 It loads ``prefix.json`` + ``prefix.pdiparams`` (written by
-``model.save(prefix, training=False)`` or :func:`paddle_mnist_hapi.export.export_model`)
+``model.save(prefix, training=False)`` or :func:`paddle_mnist_hapi.deploy.export.export_model`)
 with ``paddle.inference``, reads ``prefix_meta.json`` when present (class
 names, input shape) and predicts on image files, PIL images and numpy arrays.
-Pictures go through :func:`paddle_mnist_hapi.preprocess.preprocess`, so a
+Pictures go through :func:`paddle_mnist_hapi.deploy.preprocess.preprocess`, so a
 photographed digit (dark ink on paper, off-centre, any size) is classified,
 not only an MNIST sample.
 
@@ -12,7 +12,7 @@ Examples:
     >>> import tempfile, paddle
     >>> from PIL import Image, ImageDraw
     >>> from paddle_mnist_hapi import create_model, specs_for
-    >>> from paddle_mnist_hapi.export import export_model
+    >>> from paddle_mnist_hapi.deploy.export import export_model
     >>> prefix = tempfile.mkdtemp() + "/lenet5"
     >>> _ = export_model(paddle.Model(create_model("lenet5"), *specs_for("lenet5")), prefix)
     >>> photo = Image.new("L", (90, 120), 255)
@@ -35,15 +35,15 @@ from typing import Any
 
 import numpy as np
 
-from paddle_mnist_hapi.errors import ExportError, ImageError
-from paddle_mnist_hapi.export import (
+from paddle_mnist_hapi.deploy.export import (
     LEGACY_METADATA_SUFFIX,
     METADATA_SUFFIX,
     load_inference_predictor,
     metadata_path,
     run_predictor,
 )
-from paddle_mnist_hapi.preprocess import MAX_PIXELS, ImageSource, Invert, preprocess
+from paddle_mnist_hapi.deploy.preprocess import MAX_PIXELS, ImageSource, Invert, preprocess
+from paddle_mnist_hapi.errors import ExportError, ImageError
 
 __all__ = ["Prediction", "Predictor", "resolve_model_prefix", "softmax"]
 
@@ -273,7 +273,7 @@ def _example_predictor() -> Predictor:
 
     from paddle_mnist_hapi import create_model, specs_for
     from paddle_mnist_hapi.data import MNIST
-    from paddle_mnist_hapi.export import export_model
+    from paddle_mnist_hapi.deploy.export import export_model
 
     train = MNIST("train", limit=5000)
     x = np.hstack([train.images.reshape(len(train), -1), np.ones((len(train), 1), np.float32)])
