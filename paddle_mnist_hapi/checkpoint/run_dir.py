@@ -94,12 +94,14 @@ def check_run_dir(save_dir: str | os.PathLike[str]) -> None:
     rank, world = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
     token = f"{uuid.uuid4().hex} {os.uname().nodename} {os.getpid()}"
     error = _write_token(save_dir, token) if rank == 0 else None
+    rank0_dir = str(save_dir)
     if world == 1:
         seen = [error is None]
     else:
         written: list = []
-        paddle.distributed.all_gather_object(written, (token, error) if rank == 0 else None)  # rank 0 has written
-        token, error = written[0]
+        mine = (token, error, rank0_dir) if rank == 0 else None
+        paddle.distributed.all_gather_object(written, mine)  # rank 0 has written its token
+        token, error, rank0_dir = written[0]
         seen = []
         paddle.distributed.all_gather_object(seen, _reads_token(save_dir, token))  # every rank has read
     if rank == 0 and error is None:
@@ -114,7 +116,7 @@ def check_run_dir(save_dir: str | os.PathLike[str]) -> None:
         raise ConfigError(
             f"ResumeCkpt's save_dir must be shared storage that every rank reads (a shared file system when "
             f"training on several machines): ranks {blind} of {world} do not see the run directory global rank 0 "
-            f"writes ({str(save_dir)!r} on rank 0). With a directory of its own each machine would resume from "
+            f"writes ({rank0_dir!r} on rank 0). With a directory of its own each machine would resume from "
             "different checkpoints. Point save_dir (fit's save_dir, --output) at one directory on shared storage, "
             f"mounted at the same path on every machine. Received: save_dir={str(save_dir)!r} on rank {rank}"
         )
