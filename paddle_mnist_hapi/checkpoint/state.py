@@ -247,7 +247,12 @@ def set_metric_states(metrics: list[paddle.metric.Metric], states: list[dict[str
 
 
 def amp_level(model: paddle.Model) -> str:
-    """hapi's AMP level for ``model`` (``prepare(amp_configs=...)``): ``'O0'`` (none), ``'O1'`` or ``'O2'``."""
+    """hapi's AMP level for ``model`` (``prepare(amp_configs=...)``): ``'O0'`` (none), ``'O1'`` or ``'O2'``.
+
+    Examples:
+        >>> amp_level(paddle.Model(paddle.nn.Linear(2, 2)))
+        'O0'
+    """
     return str(getattr(getattr(model, "_adapter", None), "_amp_level", "O0") or "O0")
 
 
