@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import warnings
 
 import numpy as np
@@ -16,6 +17,8 @@ from paddle_mnist_hapi import MNIST, create_model, schedules, specs_for
 from paddle_mnist_hapi.callbacks import EarlyStopping, ResumeCkpt
 from paddle_mnist_hapi.callbacks.lr import ScaledLR
 from paddle_mnist_hapi.errors import CheckpointMismatchError, ConfigError
+
+from conftest import PYTHON, ROOT
 
 LR = paddle.optimizer.lr
 STEPS_PER_EPOCH = 2  # 128 images, batch 64
@@ -135,10 +138,6 @@ def test_amp_resume_on_a_gpu(tmp_path, subprocess_env):
     """The real GradScaler, O1 and O2, resumed in a new process: run where Paddle has a GPU."""
     if not (paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0):
         pytest.skip("needs a CUDA GPU and paddlepaddle-gpu (Paddle disables AMP and its scaler on CPU)")
-    import subprocess
-
-    from conftest import PYTHON, ROOT
-
     done = subprocess.run([PYTHON, str(ROOT / "tests/scripts/amp_resume_gpu.py"), str(tmp_path)], env=subprocess_env,
                           capture_output=True, text=True, timeout=1800)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -313,8 +312,6 @@ def test_finished_is_true_after_a_run_that_finished_and_false_after_one_that_was
 
 
 def test_every_report_field_is_documented(tmp_path, train_data):
-    from conftest import ROOT
-
     documented = (ROOT / "docs/checkpointing.md").read_text()
     docstring = ResumeCkpt.__doc__
     first, again = ResumeCkpt(tmp_path / "a"), ResumeCkpt(tmp_path / "a")
