@@ -15,9 +15,10 @@ On SIGTERM (a preemption) it checkpoints after the current optimizer step
 and stops; with ``max_time`` it stops before the time budget runs out; when
 ``fit`` raises, it checkpoints the last consistent state first.
 
-The pieces live apart: the run directory (:mod:`paddle_mnist_hapi.checkpoint.store`),
-what to keep (:mod:`~paddle_mnist_hapi.checkpoint.retention`), the training
-position (:mod:`~paddle_mnist_hapi.checkpoint.position`), preemption
+The pieces live apart: the run directory (:mod:`paddle_mnist_hapi.checkpoint.store`;
+its checks, :mod:`~paddle_mnist_hapi.checkpoint.run_dir`), what to keep
+(:mod:`~paddle_mnist_hapi.checkpoint.retention`), the training position
+(:mod:`~paddle_mnist_hapi.checkpoint.position`), preemption
 (:mod:`~paddle_mnist_hapi.checkpoint.preemption`), state capture
 (:mod:`~paddle_mnist_hapi.checkpoint.state`) and hapi's loop
 (:mod:`paddle_mnist_hapi._private.hapi_loop`). This class wires them to hapi's hooks.
