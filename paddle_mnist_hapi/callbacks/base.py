@@ -43,6 +43,7 @@ from paddle_mnist_hapi.errors import ConfigError
 __all__ = [
     "RunningMean",
     "StatefulCallback",
+    "fit_callbacks",
     "is_rank0",
     "log_values",
     "publish_scalars",
@@ -61,6 +62,22 @@ def is_rank0() -> bool:
         True
     """
     return paddle.distributed.ParallelEnv().local_rank == 0
+
+
+def fit_callbacks() -> list[Any]:
+    """The callbacks of the running ``paddle.Model.fit`` (empty outside one).
+
+    Examples:
+        >>> fit_callbacks()
+        []
+    """
+    from paddle_mnist_hapi._private import hapi_loop
+    from paddle_mnist_hapi.errors import CheckpointError
+
+    try:
+        return list(hapi_loop.find_fit_loop().callbacks.callbacks)
+    except CheckpointError:
+        return []
 
 
 def stateful_callbacks(callbacks: Any) -> dict[str, StatefulCallback]:
@@ -213,6 +230,10 @@ class StatefulCallback(paddle.callbacks.Callback):
     """
 
     state_key: str = ""
+    # True: NaNGuard's rollback (ResumeCkpt.restore_last_good) puts this callback's checkpointed state back
+    # with the weights, because the state is derived from them (EMA's average). False (the default): the
+    # state follows the run's position or history (counters, logs), which a rollback does not move back.
+    restored_on_rollback: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every subclass's own on_train_begin first checks fit's inputs (once per fit), whether or not it

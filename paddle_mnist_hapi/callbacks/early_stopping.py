@@ -27,6 +27,7 @@ import numpy as np
 import paddle
 
 from paddle_mnist_hapi._private.checks import check_int
+from paddle_mnist_hapi.callbacks.base import fit_callbacks
 from paddle_mnist_hapi.callbacks.monitor import Mode, MonitorCallback
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -58,7 +59,9 @@ class EarlyStopping(MonitorCallback, paddle.callbacks.EarlyStopping):
             ``fit(save_dir=...)`` (nothing is saved when ``fit`` has none). Default: True.
         restore_best_weights (bool, optional): keyword-only. Keep the best weights (also in
             ``ResumeCkpt``'s checkpoints) and put them back in the network when training
-            ends. Default: False.
+            ends: the weights that scored the best value, so with ``EMA`` (which evaluates
+            its average) the average of the best epoch, in any callback order and whatever
+            ``EMA(keep=...)`` says. Default: False.
         source (str, optional): keyword-only. ``'eval'`` (evaluation logs) or ``'train'``
             (the epoch's training logs). Default: ``'eval'``.
 
@@ -177,7 +180,7 @@ class EarlyStopping(MonitorCallback, paddle.callbacks.EarlyStopping):
             self.wait = 0
             self.best_epoch = self.epoch
             if self.restore_best_weights and self.model is not None:
-                self.best_weights = {k: v.numpy().copy() for k, v in self.model.network.state_dict().items()}
+                self.best_weights = self._scored_weights()
             path = self._best_model_path()
             if path is not None and self.model is not None:
                 self.model.save(path)  # hapi writes on rank 0 only
@@ -197,10 +200,30 @@ class EarlyStopping(MonitorCallback, paddle.callbacks.EarlyStopping):
                 message += f"\nBest checkpoint has been saved at {os.path.abspath(path)}"
             self.report(message)
 
+    def _evaluated_elsewhere(self) -> list[dict[str, np.ndarray]]:
+        """Weights the evaluation ran on instead of the network's trained ones (``EMA``'s average), if any."""
+        if self.source != "eval":
+            return []
+        providers = [getattr(c, "evaluated_weights", None) for c in fit_callbacks()]
+        found = [provider() for provider in providers if callable(provider)]
+        return [weights for weights in found if weights]
+
+    def _scored_weights(self) -> dict[str, np.ndarray]:
+        """The weights that scored this value: the network's, or what the evaluation ran on instead (``EMA``)."""
+        weights = {k: v.numpy().copy() for k, v in self.model.network.state_dict().items()}
+        for evaluated in self._evaluated_elsewhere():
+            weights.update(evaluated)
+        return weights
+
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.restore_best_weights and self.model is not None and self.best_weights is not None:
-            if self.best_epoch != self.epoch:
-                self.model.network.set_state_dict({k: paddle.to_tensor(v) for k, v in self.best_weights.items()})
+            # Always put them back: the network may hold other weights than those that scored (EMA's average
+            # was evaluated; EMA's keep= then yields to this), even when the best epoch is the last.
+            self.model.network.set_state_dict({k: paddle.to_tensor(v) for k, v in self.best_weights.items()})
+            if self.best_epoch != self.epoch or self._evaluated_elsewhere():
                 epoch = self.best_epoch + 1 if self.best_epoch is not None else "?"
-                self.report(f"EarlyStopping: restored the weights of epoch {epoch} ({self.monitor}={self.best:.6g}).")
+                self.report(
+                    f"EarlyStopping: restored the weights that scored best, those evaluated after epoch {epoch} "
+                    f"({self.monitor}={self.best:.6g})."
+                )
         super().on_train_end(logs)

@@ -42,7 +42,7 @@ from typing import Any, Literal
 import numpy as np
 import paddle
 
-from paddle_mnist_hapi.callbacks.base import StatefulCallback
+from paddle_mnist_hapi.callbacks.base import StatefulCallback, fit_callbacks
 from paddle_mnist_hapi.errors import ConfigError
 
 __all__ = ["EMA"]
@@ -53,6 +53,18 @@ Keep = Literal["ema", "trained"]
 
 # The in-place lerp kernel without the Python API's checks: it runs ten times per update for LeNet-5.
 _lerp_ = getattr(getattr(paddle, "_C_ops", None), "lerp_", None) or paddle.Tensor.lerp_
+# Weights in these dtypes (AMP O2 casts the network to float16) are averaged in float32: an update of
+# (1 - decay) = 0.001 of a float16 difference would round to nothing.
+_LOW_PRECISION = (paddle.float16, paddle.bfloat16)
+
+
+def _fresh_average(tensor: paddle.Tensor) -> paddle.Tensor:
+    tensor = tensor.detach()
+    return tensor.astype("float32") if tensor.dtype in _LOW_PRECISION else tensor.clone()
+
+
+def _as(tensor: paddle.Tensor, like: paddle.Tensor) -> paddle.Tensor:
+    return tensor if tensor.dtype == like.dtype else tensor.astype(like.dtype)
 
 
 class EMA(StatefulCallback):
@@ -70,8 +82,14 @@ class EMA(StatefulCallback):
 
     Put it after ``ResumeCkpt``, ``VisualDL`` and ``EarlyStopping`` in the
     callback list: they then see the weights the evaluation ran on, and the
-    checkpoint the trained ones (a warning says so otherwise).
+    checkpoint the trained ones (a warning says so otherwise). With
+    ``EarlyStopping(restore_best_weights=True)`` in the same ``fit``, in any
+    order, the model ends with the weights that scored best (the average
+    evaluated then, with ``evaluate_averaged``), whatever ``keep`` says. Under
+    AMP O2 (float16 weights) the average is kept in float32.
     """
+
+    restored_on_rollback = True  # NaNGuard's rollback puts the checkpoint's average back with the weights
 
     def __init__(
         self, decay: float = 0.999, *, warmup: bool = True, evaluate_averaged: bool = True, keep: Keep = "ema"
@@ -91,6 +109,7 @@ class EMA(StatefulCallback):
         self._pairs: list[tuple[paddle.Tensor, paddle.Tensor]] = []  # (network tensor, its average)
         self._backup: list[paddle.Tensor] | None = None  # the training weights while swapped out
         self._paired_with: Any = None  # the network whose tensors _pairs holds
+        self._loaded_in_batch = False  # state loaded during a batch (a rollback): that batch is not averaged
         super().__init__()
 
     # -- state ---------------------------------------------------------------------------------------
@@ -115,6 +134,7 @@ class EMA(StatefulCallback):
             for name, tensor in tensors.items()
         }
         self._pairs = []
+        self._loaded_in_batch = True
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         # The average continues across fit calls (reset at construction, or loaded by ResumeCkpt).
@@ -122,11 +142,19 @@ class EMA(StatefulCallback):
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._swap_back()
-        if self.keep == "ema" and self._averaged:
+        if self.keep == "ema" and self._averaged and not self._best_weights_restored():
             with paddle.no_grad():
                 for live, average in self._ensure_pairs():
-                    live.copy_(average, False)
+                    live.copy_(_as(average, live), False)
         super().on_train_end(logs)
+
+    @staticmethod
+    def _best_weights_restored() -> bool:
+        """Whether an ``EarlyStopping(restore_best_weights=True)`` of this fit puts its best weights in the network."""
+        return any(
+            getattr(c, "restore_best_weights", False) is True and getattr(c, "best_weights", None) is not None
+            for c in fit_callbacks()
+        )
 
     # -- public --------------------------------------------------------------------------------------
 
@@ -144,6 +172,16 @@ class EMA(StatefulCallback):
     def averaged_weights(self) -> dict[str, np.ndarray]:
         """A copy of the averaged weights, by the network's ``state_dict`` names (empty before training)."""
         return {name: tensor.numpy().copy() for name, tensor in self._averaged.items()}
+
+    def evaluated_weights(self) -> dict[str, np.ndarray] | None:
+        """The weights evaluation runs on when they are not the network's own (the average), else None.
+
+        ``EarlyStopping(restore_best_weights=True)`` keeps these as the best weights, whatever the callbacks' order.
+        """
+        if not (self.evaluate_averaged and self._averaged):
+            return None
+        network = dict(self.model.network.state_dict()) if self.model is not None else {}
+        return {name: _as(tensor, network.get(name, tensor)).numpy().copy() for name, tensor in self._averaged.items()}
 
     @contextlib.contextmanager
     def swapped(self) -> Iterator[None]:
@@ -174,7 +212,7 @@ class EMA(StatefulCallback):
             network_state = self.model.network.state_dict()
             if not self._averaged:  # a fresh average starts at the current weights
                 self._averaged = {
-                    name: tensor.detach().clone()
+                    name: _fresh_average(tensor)
                     for name, tensor in network_state.items()
                     if paddle.is_floating_point(tensor)
                 }
@@ -190,12 +228,15 @@ class EMA(StatefulCallback):
     def on_train_batch_begin(self, step: int, logs: dict[str, Any] | None = None) -> None:
         self._swap_back()  # never train on the averaged weights
         self._ensure_pairs()
+        self._loaded_in_batch = False
 
     def on_train_batch_end(self, step: int, logs: dict[str, Any] | None = None) -> None:
         accumulate = max(1, int(getattr(self.model, "_accumulate", 1) or 1))
         steps = (self.params or {}).get("steps")
         if not ((step + 1) % accumulate == 0 or (steps is not None and step + 1 == steps)):
             return  # hapi did not update the weights after this micro-batch
+        if self._loaded_in_batch:
+            return  # a rollback replaced this batch's weights and the average: nothing new to average
         rate = 1.0 - self.current_decay()
         weights: dict[Any, paddle.Tensor] = {}  # one weight tensor per dtype, not one conversion per tensor
         with paddle.no_grad():
@@ -203,7 +244,7 @@ class EMA(StatefulCallback):
                 weight = weights.get(average.dtype)
                 if weight is None:
                     weight = weights[average.dtype] = paddle.full([], rate, dtype=average.dtype)
-                _lerp_(average, live, weight)
+                _lerp_(average, _as(live, average), weight)
         self.updates += 1
 
     # -- evaluation on the averaged weights ----------------------------------------------------------
@@ -213,7 +254,7 @@ class EMA(StatefulCallback):
         with paddle.no_grad():
             self._backup = [live.detach().clone() for live, _ in pairs]
             for live, average in pairs:
-                live.copy_(average, False)
+                live.copy_(_as(average, live), False)
 
     def _swap_back(self) -> None:
         if self._backup is None:

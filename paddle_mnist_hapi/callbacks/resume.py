@@ -15,9 +15,10 @@ On SIGTERM (a preemption) it checkpoints after the current optimizer step
 and stops; with ``max_time`` it stops before the time budget runs out; when
 ``fit`` raises, it checkpoints the last consistent state first.
 
-The pieces live apart: the run directory (:mod:`paddle_mnist_hapi.checkpoint.store`),
-what to keep (:mod:`~paddle_mnist_hapi.checkpoint.retention`), the training
-position (:mod:`~paddle_mnist_hapi.checkpoint.position`), preemption
+The pieces live apart: the run directory (:mod:`paddle_mnist_hapi.checkpoint.store`;
+its checks, :mod:`~paddle_mnist_hapi.checkpoint.run_dir`), what to keep
+(:mod:`~paddle_mnist_hapi.checkpoint.retention`), the training position
+(:mod:`~paddle_mnist_hapi.checkpoint.position`), preemption
 (:mod:`~paddle_mnist_hapi.checkpoint.preemption`), state capture
 (:mod:`~paddle_mnist_hapi.checkpoint.state`) and hapi's loop
 (:mod:`paddle_mnist_hapi._private.hapi_loop`). This class wires them to hapi's hooks.
@@ -65,6 +66,7 @@ from paddle_mnist_hapi.checkpoint.preemption import (
     updates_between_agreements,
 )
 from paddle_mnist_hapi.checkpoint.restore import latest_valid, load_network, load_weights
+from paddle_mnist_hapi.checkpoint.run_dir import check_run_dir, check_save_dir
 from paddle_mnist_hapi.checkpoint.store import CheckpointInfo, CheckpointStore, read_tensors
 from paddle_mnist_hapi.errors import CheckpointError, CheckpointMismatchError, ConfigError
 
@@ -138,8 +140,22 @@ class ResumeCkpt(paddle.callbacks.Callback):
             out. Default: None.
 
     Attributes:
-        report (dict): what the last ``fit`` did (checkpoint resumed from, start
-            epoch and batch, skipped checkpoints and why, ``stopped``).
+        report (dict): what the last ``fit`` did: ``save_dir`` (the run directory);
+            ``resumed_from`` (the checkpoint it continued from, or None), ``start_epoch``
+            and ``start_step`` (0-based epoch and batch within it where this ``fit``
+            started), ``global_step`` (only when resumed: the step it resumed at);
+            ``skipped`` (invalid newer checkpoints, each ``{"checkpoint", "reason"}``);
+            ``callbacks_restored`` / ``callbacks_fresh`` (when resumed: keys of the
+            stateful callbacks given their state back / that the checkpoint had none
+            for); ``schedule_changed`` (when the LR schedule's settings changed: the
+            difference); ``init_from`` and ``weights_skipped`` (when a new run started
+            from another run's weights: that checkpoint, and the weights that did not
+            fit); ``stopped`` (None, or why training stopped before the end: a signal
+            name, ``'max_time'``, or ``'callback'`` when a callback such as
+            ``EarlyStopping`` ended the run); ``finished`` (True when the run is over, so
+            a re-run trains no more: it reached ``epochs`` or ``num_iters``, or a callback
+            ended it; False when it was cut short and a re-run continues, or ``fit``
+            raised).
         global_step (int): training batches done in this run, across resumes.
 
     Raises:
@@ -171,6 +187,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
             check_int(name, value, 1)
         if every_n_steps is not None:
             check_int("every_n_steps", every_n_steps, 1)
+        if save_dir is not None:
+            check_save_dir(save_dir)  # a file or a ckpt-* directory is refused here
         self.store: CheckpointStore | None = CheckpointStore(save_dir) if save_dir is not None else None
         self.every_n_epochs, self.every_n_steps = every_n_epochs, every_n_steps
         self.keep_last, self.keep_best = keep_last, keep_best
@@ -213,10 +231,12 @@ class ResumeCkpt(paddle.callbacks.Callback):
         return next((i.path for i in self.store.scan() if i.valid), None)
 
     def restore_last_good(self) -> dict[str, Any]:
-        """Reload model, optimizer, LR schedule and RNG from the newest valid checkpoint.
+        """Reload model, optimizer, LR schedule, AMP scaler and RNG from the newest valid checkpoint.
 
-        Epoch and step counters of the running ``fit`` are not moved back (used
-        by ``NaNGuard(on_nan='rollback')``).
+        Stateful callbacks whose state follows the weights (``restored_on_rollback``:
+        ``EMA``'s average) get their checkpointed state back too. Epoch and step
+        counters of the running ``fit``, and the other callbacks' states, are not
+        moved back (used by ``NaNGuard(on_nan='rollback')``).
 
         Raises:
             CheckpointError: there is no valid checkpoint yet.
@@ -225,8 +245,12 @@ class ResumeCkpt(paddle.callbacks.Callback):
         if info is None:
             raise CheckpointError(f"No valid checkpoint in {self.save_dir} to roll back to.")
         self._restore_tensors(info)
-        S.set_rng_state(info.state["rng"])
-        log.warning("Rolled back model and optimizer to %s", info.path)
+        S.set_scaler_state(self.model, info.state.get("amp_scaler"))
+        state = self._state_of_this_rank(info.state)
+        S.set_rng_state(state["rng"])
+        rolled = [cb for cb in self._stateful.values() if cb.restored_on_rollback] if hasattr(self, "_stateful") else []
+        restored, _ = self._restore_callbacks(info, state.get("callbacks", {}), rolled)
+        log.warning("Rolled back model and optimizer%s to %s", "".join(f", {k}" for k in restored), info.path)
         return {"checkpoint": str(info.path), "epoch": info.state["epoch"], "global_step": info.global_step}
 
     # ------------------------------------------------------------ hapi hooks
@@ -242,6 +266,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self._stop_request.start_clock()
         self._loop = loop = hapi_loop.find_fit_loop()
         if self.store is None:
+            check_save_dir(hapi_loop.default_run_dir() / "checkpoints")
             self.store = CheckpointStore(hapi_loop.default_run_dir() / "checkpoints")
             log.info("ResumeCkpt: checkpoints go to %s", self.store.save_dir)
         sampler = hapi_loop.replayable_sampler(loop.train_loader)
@@ -259,6 +284,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
             augment=_augment_of(loop.train_loader),
         )
         self._check_init_from()
+        check_run_dir(self.save_dir)  # writable, and the same directory on every rank (every machine)
         if is_rank0():
             self.store.clean_tmp()
         self.report = {"save_dir": str(self.save_dir), "resumed_from": None, "start_epoch": 0, "start_step": 0}
@@ -391,6 +417,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
                 self._position.stop = STOP_BY_CALLBACK  # EarlyStopping, NaNGuard ...: the run is over
         self._flush()
         self.report["stopped"] = self._stopped or self._position.stop
+        self.report["finished"] = self._position.remaining(self._loop.epochs, self._loop.num_iters) == 0
         received = self._stop_request.received
         self._cleanup()
         if self._muted:
@@ -633,9 +660,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         saved_print = state.get("fingerprint", {})
         diff = S.fingerprint_diff(saved_print, self._fingerprint)
         schedule_note = [d for d in diff if d.startswith("lr_schedule:")]
-        same_kind = (saved_print.get("lr_schedule") or {}).get("type") == (self._fingerprint["lr_schedule"] or {}).get(
-            "type"
-        )
+        same_kind = S.same_schedule_kind(saved_print.get("lr_schedule"), self._fingerprint["lr_schedule"])
         if diff and not (same_kind and diff == schedule_note):
             raise CheckpointMismatchError(
                 f"The newest checkpoint {chosen.path} belongs to a different setup: " + "; ".join(diff) + ". "
@@ -650,11 +675,10 @@ class ResumeCkpt(paddle.callbacks.Callback):
             )  # fmt: skip
             self.report["schedule_changed"] = schedule_note[0]
         self._restore_tensors(chosen, lr_changed=bool(schedule_note))
-        S.set_scaler_state(self.model, state.get("amp_scaler"))
-        rank = paddle.distributed.get_rank()
-        if rank > 0 and state.get("ranks") and len(state["ranks"]) >= rank:
-            state = {**state, **state["ranks"][rank - 1]}  # this rank's RNG, metrics and callback states
-        self._restore_callbacks(chosen, state.get("callbacks", {}))
+        S.set_scaler_state(self.model, state.get("amp_scaler"))  # made first when hapi has none yet
+        state = self._state_of_this_rank(state)
+        restored, fresh = self._restore_callbacks(chosen, state.get("callbacks", {}), list(self._stateful.values()))
+        self.report.update(callbacks_restored=restored, callbacks_fresh=fresh)
         self._position = Position.from_state(state)
         self.global_step = self._position.global_step
         S.set_rng_state(state["rng"])  # again at the resumed epoch's start: loaders may draw in between
@@ -674,11 +698,22 @@ class ResumeCkpt(paddle.callbacks.Callback):
         )
         return True
 
-    def _restore_callbacks(self, chosen: CheckpointInfo, saved_states: dict[str, Any]) -> None:
+    @staticmethod
+    def _state_of_this_rank(state: dict[str, Any]) -> dict[str, Any]:
+        rank = paddle.distributed.get_rank()
+        if rank > 0 and state.get("ranks") and len(state["ranks"]) >= rank:
+            state = {**state, **state["ranks"][rank - 1]}  # this rank's RNG, metrics and callback states
+        return state
+
+    def _restore_callbacks(
+        self, chosen: CheckpointInfo, saved_states: dict[str, Any], callbacks: list[Any]
+    ) -> tuple[list[str], list[str]]:
+        """Load the checkpoint's state into ``callbacks``; return the keys restored and those it has none for."""
         callbacks_file = chosen.path / "callbacks.safetensors"
         saved_tensors = read_tensors(callbacks_file) if callbacks_file.is_file() else {}
         restored, fresh = [], []
-        for key, callback in self._stateful.items():
+        for callback in callbacks:
+            key = callback.key
             if key in saved_states:
                 prefix = f"{key}/"
                 callback.load_state_tensors(
@@ -688,15 +723,24 @@ class ResumeCkpt(paddle.callbacks.Callback):
                 restored.append(key)
             else:
                 fresh.append(key)
-        self.report.update(callbacks_restored=restored, callbacks_fresh=fresh)
+        return restored, fresh
 
     def _log_resume(self) -> None:
         position = self._position
-        if self._finished:
+        if self._finished and position.stop:
             log.warning(
-                "ResumeCkpt: training already finished (%s: epoch %d of %d, global step %d%s); nothing left to train.",
+                "ResumeCkpt: training already finished (%s: a callback such as EarlyStopping or NaNGuard ended the "
+                "run at epoch %d, global step %d); nothing left to train, whatever epochs says. To train on from its "
+                "weights, start a new run from them: ResumeCkpt('<new save_dir>', init_from=%r) "
+                "(docs/checkpointing.md, 'After early stopping').",
+                self.report["resumed_from"], position.epoch + (position.step_in_epoch > 0), position.global_step,
+                str(self.save_dir),
+            )  # fmt: skip
+        elif self._finished:
+            log.warning(
+                "ResumeCkpt: training already finished (%s: epoch %d of %d, global step %d); nothing left to train. "
+                "Raise epochs (or num_iters) to train on.",
                 self.report["resumed_from"], position.epoch, self._loop.epochs, position.global_step,
-                ", stopped early" if position.stop else "",
             )  # fmt: skip
         else:
             log.info(

@@ -23,6 +23,7 @@ import paddle
 from paddle_mnist_hapi.errors import CheckpointMismatchError
 
 __all__ = [
+    "amp_level",
     "copy_metric_states",
     "fingerprint",
     "fingerprint_diff",
@@ -33,6 +34,7 @@ __all__ = [
     "numpy_rng_state",
     "optimizer_tensors",
     "rng_state",
+    "same_schedule_kind",
     "scaler_state",
     "set_lr_state",
     "set_metric_states",
@@ -144,15 +146,37 @@ def lr_state(optimizer: paddle.optimizer.Optimizer) -> dict[str, Any] | None:
     return None
 
 
+def _replay(scheduler: paddle.optimizer.lr.LRScheduler, steps: int) -> None:
+    """Step ``scheduler`` from its start to ``steps``, as an uninterrupted run with its settings does."""
+    verbose, scheduler.verbose = getattr(scheduler, "verbose", False), False
+    try:
+        scheduler.last_epoch = -1
+        scheduler.step()  # what its constructor does: epoch 0
+        for _ in range(steps):
+            scheduler.step()
+    finally:
+        scheduler.verbose = verbose
+
+
 def set_lr_state(optimizer: paddle.optimizer.Optimizer, state: dict[str, Any] | None, recompute: bool = False) -> None:
-    """Restore the schedule's position; ``recompute``: its settings changed, so derive the current LR anew."""
+    """Restore the schedule's position; ``recompute``: its settings changed, so derive the current LR anew.
+
+    A schedule is then replayed from its start to the saved step with its new settings (so a recursive
+    one, such as the cosine, does not carry the old length on); so is one whose position its ``state_dict``
+    leaves out (``CosineAnnealingWarmRestarts``' ``T_cur``).
+    """
     scheduler = optimizer._learning_rate
-    if state is not None and isinstance(scheduler, paddle.optimizer.lr.LRScheduler):
-        scheduler.set_state_dict(dict(state))
-        if recompute:
-            inner = scheduler
-            while hasattr(inner, "inner"):  # wrappers such as callbacks.lr.ScaledLR derive last_lr
-                inner = inner.inner
+    if state is None or not isinstance(scheduler, paddle.optimizer.lr.LRScheduler):
+        return
+    scheduler.set_state_dict(dict(state))
+    inner = scheduler
+    while hasattr(inner, "inner"):  # wrappers such as callbacks.lr.ScaledLR derive last_lr
+        inner = inner.inner
+    if recompute or hasattr(inner, "T_cur"):
+        try:
+            _replay(inner, int(inner.last_epoch))
+        except TypeError:  # a schedule stepped with a metric (ReduceOnPlateau): derive it from where it stands
+            inner.set_state_dict(dict(state))
             inner.last_lr = inner.get_lr()
 
 
@@ -222,6 +246,16 @@ def set_metric_states(metrics: list[paddle.metric.Metric], states: list[dict[str
             setattr(metric, key, _from_jsonable(value))
 
 
+def amp_level(model: paddle.Model) -> str:
+    """hapi's AMP level for ``model`` (``prepare(amp_configs=...)``): ``'O0'`` (none), ``'O1'`` or ``'O2'``.
+
+    Examples:
+        >>> amp_level(paddle.Model(paddle.nn.Linear(2, 2)))
+        'O0'
+    """
+    return str(getattr(getattr(model, "_adapter", None), "_amp_level", "O0") or "O0")
+
+
 def scaler_state(model: paddle.Model) -> dict[str, Any] | None:
     scaler = getattr(model, "_scaler", None)
     if scaler is None or not hasattr(scaler, "state_dict"):
@@ -230,24 +264,90 @@ def scaler_state(model: paddle.Model) -> dict[str, Any] | None:
 
 
 def set_scaler_state(model: paddle.Model, state: dict[str, Any] | None) -> None:
+    """Restore the AMP loss scaler; create it first, as hapi's first ``train_batch`` would, if it is not there yet.
+
+    hapi makes ``model._scaler`` lazily (``GradScaler(**amp_configs)`` in ``train_batch``) and ``prepare``
+    resets it to None, so at the start of ``fit`` there is none to load into.
+    """
+    if not state:
+        return
     scaler = getattr(model, "_scaler", None)
-    if state and scaler is not None and hasattr(scaler, "load_state_dict"):
+    if scaler is None and amp_level(model) != "O0":
+        scaler = model._scaler = paddle.amp.GradScaler(**model._adapter._amp_configs)
+    if scaler is not None and hasattr(scaler, "load_state_dict"):
         scaler.load_state_dict({k: _from_jsonable(v) for k, v in state.items()})
 
 
 # ---------------------------------------------------------------- fingerprint
+def _holds_schedules(value: Any) -> bool:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return bool(items) and all(isinstance(v, paddle.optimizer.lr.LRScheduler) for v in items)
+
+
 def _schedule_config(scheduler: Any) -> dict[str, Any]:
+    """Type and settings of a schedule, through every wrapper down to the innermost schedule.
+
+    ``ScaledLR``-style wrappers (an ``inner`` schedule) are looked through; a schedule held by another
+    (Paddle's ``LinearWarmup(learning_rate=<schedule>)``, or any attribute holding schedules) is nested.
+
+    Examples:
+        >>> warm = paddle.optimizer.lr.LinearWarmup(paddle.optimizer.lr.CosineAnnealingDecay(0.1, 90), 10, 0.0, 0.1)
+        >>> _schedule_config(warm)["learning_rate"]
+        {'type': 'CosineAnnealingDecay', 'T_max': 90, 'eta_min': 0.0, 'base_lr': 0.1}
+    """
     while hasattr(scheduler, "inner"):  # look through wrappers such as callbacks.lr.ScaledLR
         scheduler = scheduler.inner
     if not isinstance(scheduler, paddle.optimizer.lr.LRScheduler):
         return {"type": "constant", "value": float(scheduler)}
     skip = {"last_epoch", "last_lr", "verbose", "keys"}
-    config = {
-        k: (v if isinstance(v, (int, float, str, bool, type(None))) else repr(v))
-        for k, v in vars(scheduler).items()
-        if k not in skip and not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None), list, tuple))
-    }
+    config: dict[str, Any] = {}
+    for key, value in vars(scheduler).items():
+        if key in skip or key.startswith("_"):
+            continue
+        if _holds_schedules(value):  # a schedule inside this one: its own settings count too
+            nested = [_schedule_config(v) for v in value] if isinstance(value, (list, tuple)) else None
+            config[key] = nested if nested is not None else _schedule_config(value)
+        elif isinstance(value, (int, float, str, bool, type(None))):
+            config[key] = value
+        elif isinstance(value, (list, tuple)):
+            config[key] = repr(value)
     return {"type": type(scheduler).__name__, **config}
+
+
+def _kind(config: Any) -> Any:
+    """The types in a schedule's fingerprint (:func:`_schedule_config`), nested as the schedules are."""
+    if isinstance(config, list):
+        return [_kind(c) for c in config]
+    if not isinstance(config, dict):
+        return None
+    kind = {"type": config.get("type")}
+    for key, value in config.items():
+        if isinstance(value, (dict, list)):  # only nested schedules are dicts or lists here
+            kind[key] = _kind(value)
+    return kind
+
+
+def same_schedule_kind(saved: dict[str, Any] | None, current: dict[str, Any] | None) -> bool:
+    """Whether two schedule fingerprints are of one kind (the same types, nested alike), settings aside.
+
+    A resume takes a schedule of the same kind with other settings (e.g. another length) with a note; another
+    kind is another setup. A fingerprint written before nested schedules were recorded matches on its types.
+
+    Examples:
+        >>> warm = {"type": "LinearWarmup", "warmup_steps": 5, "learning_rate": {"type": "StepDecay", "step_size": 3}}
+        >>> longer = {**warm, "learning_rate": {"type": "StepDecay", "step_size": 6}}
+        >>> same_schedule_kind(warm, longer), same_schedule_kind(warm, {**warm, "learning_rate": {"type": "LinearLR"}})
+        (True, False)
+    """
+
+    def within(a: Any, b: Any) -> bool:
+        if isinstance(a, dict):
+            return isinstance(b, dict) and all(within(v, b.get(k)) for k, v in a.items())
+        if isinstance(a, list):
+            return isinstance(b, list) and len(a) == len(b) and all(map(within, a, b))
+        return a == b
+
+    return within(_kind(saved or {}), _kind(current or {}))
 
 
 def fingerprint(
@@ -280,6 +380,7 @@ def fingerprint(
         "world_size": world_size,
         "accumulate_grad_batches": int(getattr(model, "_accumulate", 1) or 1),
         **({"augment": augment} if augment is not None else {}),
+        **({"amp_level": amp_level(model)} if amp_level(model) != "O0" else {}),  # O0: as before AMP was recorded
     }
 
 
