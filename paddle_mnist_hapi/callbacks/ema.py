@@ -42,6 +42,8 @@ from typing import Any, Literal
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private import static_graph
+from paddle_mnist_hapi._private.static_graph import mirrored
 from paddle_mnist_hapi.callbacks.base import StatefulCallback
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -91,6 +93,7 @@ class EMA(StatefulCallback):
         self._pairs: list[tuple[paddle.Tensor, paddle.Tensor]] = []  # (network tensor, its average)
         self._backup: list[paddle.Tensor] | None = None  # the training weights while swapped out
         self._paired_with: Any = None  # the network whose tensors _pairs holds
+        self._scope_mirror: static_graph.ScopeMirror | None = None  # static graph: the weights, as eager tensors
         super().__init__()
 
     # -- state ---------------------------------------------------------------------------------------
@@ -109,6 +112,7 @@ class EMA(StatefulCallback):
     def state_tensors(self) -> dict[str, paddle.Tensor]:
         return dict(self._averaged)
 
+    @mirrored
     def load_state_tensors(self, tensors: dict[str, paddle.Tensor]) -> None:
         self._averaged = {
             name: tensor.clone() if isinstance(tensor, paddle.Tensor) else paddle.to_tensor(tensor)
@@ -119,7 +123,10 @@ class EMA(StatefulCallback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         # The average continues across fit calls (reset at construction, or loaded by ResumeCkpt).
         self._warn_about_order()
+        if static_graph.is_static(self.model):  # average the scope's weights through eager copies
+            self._scope_mirror, self._pairs = static_graph.ScopeMirror(self.model.network), []
 
+    @mirrored
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._swap_back()
         if self.keep == "ema" and self._averaged:
@@ -171,7 +178,8 @@ class EMA(StatefulCallback):
             self._pairs = []  # the callback was given another model: pair its tensors afresh
         if not self._pairs:
             self._paired_with = self.model.network
-            network_state = self.model.network.state_dict()
+            mirror = self._scope_mirror
+            network_state = mirror.tensors if mirror is not None else self.model.network.state_dict()
             if not self._averaged:  # a fresh average starts at the current weights
                 self._averaged = {
                     name: tensor.detach().clone()
@@ -187,10 +195,12 @@ class EMA(StatefulCallback):
             self._pairs = [(network_state[name], average) for name, average in self._averaged.items()]
         return self._pairs
 
+    @mirrored
     def on_train_batch_begin(self, step: int, logs: dict[str, Any] | None = None) -> None:
         self._swap_back()  # never train on the averaged weights
         self._ensure_pairs()
 
+    @mirrored
     def on_train_batch_end(self, step: int, logs: dict[str, Any] | None = None) -> None:
         accumulate = max(1, int(getattr(self.model, "_accumulate", 1) or 1))
         steps = (self.params or {}).get("steps")
@@ -208,6 +218,7 @@ class EMA(StatefulCallback):
 
     # -- evaluation on the averaged weights ----------------------------------------------------------
 
+    @mirrored
     def _swap_in(self) -> None:
         pairs = self._ensure_pairs()
         with paddle.no_grad():
@@ -215,6 +226,7 @@ class EMA(StatefulCallback):
             for live, average in pairs:
                 live.copy_(average, False)
 
+    @mirrored
     def _swap_back(self) -> None:
         if self._backup is None:
             return
@@ -223,10 +235,12 @@ class EMA(StatefulCallback):
                 live.copy_(saved, False)
         self._backup = None
 
+    @mirrored
     def on_eval_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.evaluate_averaged and self._averaged and self._backup is None:
             self._swap_in()
 
+    @mirrored
     def on_eval_end(self, logs: dict[str, Any] | None = None) -> None:
         self._swap_back()
 
