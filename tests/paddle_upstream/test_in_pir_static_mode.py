@@ -9,11 +9,9 @@ from __future__ import annotations
 import unittest
 
 import pytest
-import test_callback_early_stop
-import test_callback_reduce_lr_on_plateau
-import test_callback_visualdl
 
-from conftest import pir_static  # tests/paddle_upstream/conftest.py (pytest puts this directory first)
+from paddle_upstream import test_callback_early_stop, test_callback_reduce_lr_on_plateau, test_callback_visualdl
+from paddle_upstream.conftest import pir_static
 
 CASES = {
     "test_callback_early_stop": test_callback_early_stop.TestCallbacks,
