@@ -17,7 +17,6 @@ from typing import Any
 
 import paddle
 
-from paddle_mnist_hapi._private import static_graph
 from paddle_mnist_hapi.checkpoint.store import CheckpointInfo, CheckpointStore, read_tensors
 from paddle_mnist_hapi.errors import CheckpointError, CheckpointMismatchError
 
@@ -76,5 +75,5 @@ def load_network(network: paddle.nn.Layer, saved: dict[str, Any], *, strict: boo
     fitting = {k: v for k, v in saved.items() if k in current and list(v.shape) == list(current[k].shape)}
     if not fitting:
         raise CheckpointMismatchError("No tensor of the checkpoint fits this model. Build the matching model.")
-    static_graph.set_network_arrays(network, fitting)  # in either mode (a static graph's weights are in its scope)
+    network.set_state_dict(fitting)
     return sorted(set(bad))

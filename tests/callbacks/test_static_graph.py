@@ -250,6 +250,20 @@ def test_resume_ckpt_restores_a_static_models_weights_optimizer_and_schedule(tmp
         assert model._optimizer._learning_rate.last_epoch == 4  # StepDecay's position after 4 batches
 
 
+def test_resume_ckpt_init_from_starts_a_static_run_from_another_runs_weights(tmp_path, data):
+    train, _ = data
+    with static_mode():
+        first_run = lenet()
+        first_run.fit(train, batch_size=64, epochs=1, verbose=0, callbacks=[ResumeCkpt(tmp_path / "first")])
+        trained = static_graph.network_arrays(first_run.network)
+    with static_mode():
+        model, scope = lenet(seed=1), Scope()
+        ckpt = ResumeCkpt(tmp_path / "second", init_from=tmp_path / "first")
+        model.fit(train, batch_size=64, epochs=1, verbose=0, callbacks=[scope, ckpt])
+    assert ckpt.report["init_from"].endswith("ckpt-000000004") and ckpt.report["weights_skipped"] == []
+    assert all(np.array_equal(scope.initial[k], trained[k]) for k in trained)  # trained on from those weights
+
+
 # -- EMA: the same average as in dygraph mode, evaluated and kept --------------------------------------------------
 
 
