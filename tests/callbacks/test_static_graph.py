@@ -252,6 +252,18 @@ def test_resume_ckpt_restores_a_static_models_weights_optimizer_and_schedule(tmp
         assert model._optimizer._learning_rate.last_epoch == 4  # StepDecay's position after 4 batches
 
 
+def test_an_error_inside_the_executors_step_leaves_the_newest_regular_checkpoint(tmp_path, mnist_train_small, caplog):
+    # The executor may have updated part of the weights when it raises, so that state is never checkpointed.
+    images, labels = mnist_train_small.images[:256], mnist_train_small.labels[:256].copy()
+    labels[150] = 99  # the third batch's loss fails inside the executor
+    with static_mode(), pytest.raises(IndexError):
+        lenet().fit(ArrayDataset(images, labels), batch_size=64, shuffle=False, verbose=0,
+                    callbacks=[ResumeCkpt(tmp_path, every_n_steps=1)])  # fmt: skip
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == ["ckpt-000000001", "ckpt-000000002"]
+    assert all(json.loads((p / "state.json").read_text())["crash"] is None for p in tmp_path.glob("ckpt-*"))
+    assert "in the middle of an optimizer step" in caplog.text
+
+
 def test_resume_ckpt_init_from_starts_a_static_run_from_another_runs_weights(tmp_path, data):
     train, _ = data
     with static_mode():
