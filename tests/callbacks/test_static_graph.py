@@ -137,6 +137,18 @@ def test_training_health_refuses_a_static_fit_before_any_batch(tmp_path, data):
     assert scope.after_batch == [] and not (tmp_path / "ckpt").exists()  # refused before anything ran
 
 
+def test_a_static_fit_on_several_ranks_is_refused_before_any_batch(data, monkeypatch):
+    # (Paddle's launcher sets these; the ranks' collectives the callbacks use are dygraph ones.)
+    train, _ = data
+    with static_mode():
+        model, scope = lenet(), Scope()
+        monkeypatch.setenv("PADDLE_TRAINERS_NUM", "2")
+        monkeypatch.setenv("PADDLE_TRAINER_ID", "0")
+        with pytest.raises(ConfigError, match=r"need dygraph mode under paddle\.distributed\.launch") as caught:
+            model.fit(train, batch_size=64, verbose=0, callbacks=[scope, EarlyStopping(verbose=0)])
+    assert "on 2 ranks" in str(caught.value) and scope.after_batch == []
+
+
 # -- ResumeCkpt: SIGKILLed after a checkpoint, re-run, bit for bit ---------------------------------------------------
 
 SCRIPT = str(ROOT / "tests/scripts/static_train.py")
