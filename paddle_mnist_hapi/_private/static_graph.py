@@ -88,22 +88,35 @@ def eager() -> Iterator[None]:
         yield
 
 
+_SWITCH = (
+    "Build the paddle.Model in dygraph mode (call paddle.disable_static() before creating it, or do not call "
+    "paddle.enable_static())"
+)
+_RECEIVED = "Received: a paddle.Model built under paddle.enable_static()"
+
+
 def refuse(callback: str, reason: str) -> ConfigError:
     """The error a callback raises at the start of a static-graph ``fit`` it cannot work in."""
     return ConfigError(
-        f"{callback} needs dygraph mode: {reason} Build the paddle.Model in dygraph mode (call "
-        f"paddle.disable_static() before creating it, or do not call paddle.enable_static()), or leave "
-        f"{callback} out of this fit. Received: a paddle.Model built under paddle.enable_static()"
+        f"{callback} needs dygraph mode: {reason} {_SWITCH}, or leave {callback} out of this fit. {_RECEIVED}"
     )
 
 
 def check_callbacks(model: Any, callbacks: list[Any]) -> None:
-    """Refuse a static-graph ``fit`` with a callback that declares it cannot work there (``static_graph_refusal``).
+    """Refuse a static-graph ``fit`` with a callback that declares it cannot work there (``static_graph_refusal``),
+    and one under ``paddle.distributed.launch``.
 
     Run at the start of ``fit`` by the library's check of its inputs, before any callback changed anything.
     """
     if not is_static(model):
         return
+    nranks = paddle.distributed.ParallelEnv().nranks
+    if nranks > 1:
+        raise ConfigError(
+            "The library's callbacks need dygraph mode under paddle.distributed.launch: the ranks agree on the "
+            f"mean evaluation loss, on checkpoints and on stops through dygraph collectives. {_SWITCH}. "
+            f"{_RECEIVED}, on {nranks} ranks"
+        )
     for callback in callbacks:
         reason = getattr(callback, "static_graph_refusal", None)
         if reason:
