@@ -435,7 +435,7 @@ class VisualDL(StatefulCallback, _PaddleVisualDL):
                     data = paddle.utils.flatten(batch)
                     if len(data) <= n_inputs:
                         return None  # no labels in the evaluation data
-                    if static_graph.is_static(self.model):  # the network is a program: run hapi's
+                    if static_graph.is_static(self.model):  # a program, not a callable: hapi's evaluation program
                         outputs = static_graph.predict(self.model, data[:n_inputs], data[n_inputs:])
                     else:
                         outputs = network(
