@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private import static_graph
 from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -86,23 +87,28 @@ class _Snapshot:
 
     def __init__(self, model: paddle.Model) -> None:
         self.model = model
-        self.network = {name: t.detach().clone() for name, t in model.network.state_dict().items()}
         optimizer = model._optimizer
         self.learning_rate = optimizer._learning_rate
         self.schedule_state = (
             self.learning_rate.state_dict() if isinstance(self.learning_rate, paddle.optimizer.lr.LRScheduler) else None
         )
+        self._save_weights()
+        self.paddle_rng = paddle.get_rng_state()
+        self.numpy_rng = np.random.get_state()
+        self.python_rng = random.getstate()
+
+    def _save_weights(self) -> None:
+        """The network's state, the optimizer's accumulators and master weights."""
+        model, optimizer = self.model, self.model._optimizer
+        self.network = {name: t.detach().clone() for name, t in model.network.state_dict().items()}
         self.accumulators = {
             acc: {param: (t, t.detach().clone()) for param, t in per_param.items()}
             for acc, per_param in optimizer._accumulators.items()
         }
         self.created = set(optimizer._already_create_accumulator)
         self.master_weights = {k: (t, t.detach().clone()) for k, t in getattr(optimizer, "_master_weights", {}).items()}
-        self.paddle_rng = paddle.get_rng_state()
-        self.numpy_rng = np.random.get_state()
-        self.python_rng = random.getstate()
 
-    def restore(self) -> None:
+    def _put_back_weights(self) -> None:
         model, optimizer = self.model, self.model._optimizer
         live = model.network.state_dict()
         with paddle.no_grad():
@@ -123,16 +129,37 @@ class _Snapshot:
         optimizer._already_create_accumulator = set(self.created)
         if hasattr(optimizer, "_master_weights"):
             optimizer._master_weights = {k: pair[0] for k, pair in self.master_weights.items()}
+        if self.schedule_state is None:
+            optimizer.set_lr(float(self.learning_rate))
+
+    def restore(self) -> None:
+        model, optimizer = self.model, self.model._optimizer
         optimizer._learning_rate = self.learning_rate
+        self._put_back_weights()
         if self.schedule_state is not None:
             self.learning_rate.set_state_dict(self.schedule_state)
-        else:
-            optimizer.set_lr(float(self.learning_rate))
         for metric in model._metrics:
             metric.reset()
         paddle.set_rng_state(self.paddle_rng)
         np.random.set_state(self.numpy_rng)
         random.setstate(self.python_rng)
+
+
+class _ScopeSnapshot(_Snapshot):
+    """A static-graph model's: its weights, accumulators and learning rate are variables of the global scope."""
+
+    def _save_weights(self) -> None:
+        model = self.model
+        names = [
+            *static_graph.state_names(model.network).values(),
+            *static_graph.optimizer_names(model._optimizer, model.network).values(),
+            static_graph.require_learning_rate_name(model),
+        ]
+        self.scope = {name: static_graph.read(name) for name in names}
+
+    def _put_back_weights(self) -> None:
+        for name, value in self.scope.items():
+            static_graph.write(name, value)
 
 
 def _batches(train_data: Any, batch_size: int) -> Iterator[list[Any]]:
@@ -244,17 +271,25 @@ def lr_find(
     n_inputs = len(model._inputs or []) or 1
     rates = np.geomspace(start_lr, end_lr, num_steps)
     result = LRFindResult()
-    snapshot = _Snapshot(model)
+    static = static_graph.is_static(model)
+    snapshot = _ScopeSnapshot(model) if static else _Snapshot(model)
     sampler = getattr(train_data, "batch_sampler", None)
     sampler_epoch = getattr(sampler, "epoch", None)  # a shuffling sampler's epoch counter moves as it is iterated
     optimizer = model._optimizer
     sweep = _SweepLR(float(rates[0]))
     optimizer._learning_rate = sweep
+    undo_sweep, rate_variable = None, None
+    if static and static_graph.has_schedule(model):
+        undo_sweep = static_graph.use_schedule(model, sweep)  # the program reads its own schedule ...
+    elif static:
+        rate_variable = static_graph.require_learning_rate_name(model)  # ... or, for a constant rate, this one
     average, best = 0.0, math.inf  # a running (causal) average decides when the loss diverged
     try:
         batches = _batches(train_data, batch_size)
         for index, rate in enumerate(rates):
             sweep.set(float(rate))
+            if rate_variable is not None:
+                static_graph.write(rate_variable, np.asarray(rate))
             batch = next(batches)
             outputs = model.train_batch(batch[:n_inputs], batch[n_inputs:])
             loss = float(np.ravel(paddle.utils.flatten(outputs)[0])[0])
@@ -266,6 +301,8 @@ def lr_find(
                 break  # diverged: larger rates tell nothing more
             best = min(best, running)
     finally:
+        if undo_sweep is not None:
+            undo_sweep()
         snapshot.restore()
         if sampler_epoch is not None:
             sampler.epoch = sampler_epoch

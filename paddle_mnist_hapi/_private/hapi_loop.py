@@ -256,11 +256,15 @@ def guard_epochs(model: paddle.Model, on_error: Callable[[BaseException], None])
 
 
 def watch_updates(optimizer: Any, on_update: Callable[[], None]) -> Callable[[], None]:
-    """Call ``on_update()`` each time the optimizer is about to change the weights; return an undo."""
+    """Call ``on_update()`` each time the optimizer is about to change the weights; return an undo.
+
+    ``optimizer`` is the model's optimizer, or for a static-graph model its adapter (the executor
+    updates the weights in the adapter's ``train_batch``).
+    """
     if optimizer is None:
         return lambda: None
     wrapped = []
-    for name in ("step", "minimize"):  # hapi calls minimize (or the AMP scaler calls step)
+    for name in ("step", "minimize", "train_batch"):  # hapi calls minimize (or the AMP scaler calls step)
         original = getattr(optimizer, name, None)
         if original is None:
             continue

@@ -62,8 +62,10 @@ def check_fit(model: Any) -> None:
     Raises:
         FitInputError: the samples are PIL images, the labels are floats for
             ``CrossEntropyLoss``, or the ``InputSpec`` does not fit the network or the samples.
+        ConfigError: a callback of the list cannot work in static-graph mode
+            (``static_graph.check_callbacks``).
     """
-    from paddle_mnist_hapi._private import hapi_loop
+    from paddle_mnist_hapi._private import hapi_loop, static_graph
 
     try:
         loop = hapi_loop.find_fit_loop()
@@ -74,6 +76,7 @@ def check_fit(model: Any) -> None:
     setattr(loop.callbacks, _DONE, True)
     if model is None:
         return
+    static_graph.check_callbacks(model, list(loop.callbacks.callbacks))
     check_spec(model)
     check_data(model, loop.train_loader, "train_data")
     if loop.eval_loader is not None:

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private import static_graph
 from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import fit_callbacks
 from paddle_mnist_hapi.callbacks.monitor import Mode, MonitorCallback
@@ -146,19 +147,13 @@ class EarlyStopping(MonitorCallback, paddle.callbacks.EarlyStopping):
         """The best weights, when ``restore_best_weights`` keeps them."""
         if not self.restore_best_weights or self.best_weights is None:
             return {}
-        return {name: paddle.to_tensor(value) for name, value in self.best_weights.items()}
+        return static_graph.to_tensors(self.best_weights)
 
     def load_state_tensors(self, tensors: dict[str, paddle.Tensor]) -> None:
         self.best_weights = {name: tensor.numpy() for name, tensor in tensors.items()} or None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         super().on_train_begin(logs)
-        if self.restore_best_weights and not paddle.in_dynamic_mode():
-            raise ConfigError(
-                "EarlyStopping(restore_best_weights=True) keeps weights in dynamic-graph mode only, but "
-                "paddle.enable_static() is on. Use save_best_model=True with fit(save_dir=...) and "
-                "model.load(save_dir + '/best_model'), or train in dynamic mode. Received: restore_best_weights=True"
-            )
         if self.source == "eval" and self.model is not None and getattr(self.model, "_test_dataloader", 1) is None:
             log.warning(
                 "EarlyStopping watches the evaluation's %r, but fit got no eval_data, so it will never stop "
@@ -210,7 +205,7 @@ class EarlyStopping(MonitorCallback, paddle.callbacks.EarlyStopping):
 
     def _scored_weights(self) -> dict[str, np.ndarray]:
         """The weights that scored this value: the network's, or what the evaluation ran on instead (``EMA``)."""
-        weights = {k: v.numpy().copy() for k, v in self.model.network.state_dict().items()}
+        weights = static_graph.network_arrays(self.model.network)
         for evaluated in self._evaluated_elsewhere():
             weights.update(evaluated)
         return weights
@@ -219,7 +214,7 @@ class EarlyStopping(MonitorCallback, paddle.callbacks.EarlyStopping):
         if self.restore_best_weights and self.model is not None and self.best_weights is not None:
             # Always put them back: the network may hold other weights than those that scored (EMA's average
             # was evaluated; EMA's keep= then yields to this), even when the best epoch is the last.
-            self.model.network.set_state_dict({k: paddle.to_tensor(v) for k, v in self.best_weights.items()})
+            static_graph.set_network_arrays(self.model.network, self.best_weights)
             if self.best_epoch != self.epoch or self._evaluated_elsewhere():
                 epoch = self.best_epoch + 1 if self.best_epoch is not None else "?"
                 self.report(

@@ -42,6 +42,8 @@ from typing import Any, Literal
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private import static_graph
+from paddle_mnist_hapi._private.static_graph import mirrored
 from paddle_mnist_hapi.callbacks.base import StatefulCallback, fit_callbacks
 from paddle_mnist_hapi.errors import ConfigError
 
@@ -110,6 +112,7 @@ class EMA(StatefulCallback):
         self._backup: list[paddle.Tensor] | None = None  # the training weights while swapped out
         self._paired_with: Any = None  # the network whose tensors _pairs holds
         self._loaded_in_batch = False  # state loaded during a batch (a rollback): that batch is not averaged
+        self._scope_mirror: static_graph.ScopeMirror | None = None  # static graph: the weights, as eager tensors
         super().__init__()
 
     # -- state ---------------------------------------------------------------------------------------
@@ -128,6 +131,7 @@ class EMA(StatefulCallback):
     def state_tensors(self) -> dict[str, paddle.Tensor]:
         return dict(self._averaged)
 
+    @mirrored
     def load_state_tensors(self, tensors: dict[str, paddle.Tensor]) -> None:
         self._averaged = {
             name: tensor.clone() if isinstance(tensor, paddle.Tensor) else paddle.to_tensor(tensor)
@@ -139,7 +143,10 @@ class EMA(StatefulCallback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         # The average continues across fit calls (reset at construction, or loaded by ResumeCkpt).
         self._warn_about_order()
+        if static_graph.is_static(self.model):  # average the scope's weights through eager copies
+            self._scope_mirror, self._pairs = static_graph.ScopeMirror(self.model.network), []
 
+    @mirrored
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._swap_back()
         if self.keep == "ema" and self._averaged and not self._best_weights_restored():
@@ -173,6 +180,7 @@ class EMA(StatefulCallback):
         """A copy of the averaged weights, by the network's ``state_dict`` names (empty before training)."""
         return {name: tensor.numpy().copy() for name, tensor in self._averaged.items()}
 
+    @mirrored
     def evaluated_weights(self) -> dict[str, np.ndarray] | None:
         """The weights evaluation runs on when they are not the network's own (the average), else None.
 
@@ -180,7 +188,8 @@ class EMA(StatefulCallback):
         """
         if not (self.evaluate_averaged and self._averaged):
             return None
-        network = dict(self.model.network.state_dict()) if self.model is not None else {}
+        mirror = self._scope_mirror
+        network = mirror.tensors if mirror is not None else dict(self.model.network.state_dict()) if self.model else {}
         return {name: _as(tensor, network.get(name, tensor)).numpy().copy() for name, tensor in self._averaged.items()}
 
     @contextlib.contextmanager
@@ -209,7 +218,8 @@ class EMA(StatefulCallback):
             self._pairs = []  # the callback was given another model: pair its tensors afresh
         if not self._pairs:
             self._paired_with = self.model.network
-            network_state = self.model.network.state_dict()
+            mirror = self._scope_mirror
+            network_state = mirror.tensors if mirror is not None else self.model.network.state_dict()
             if not self._averaged:  # a fresh average starts at the current weights
                 self._averaged = {
                     name: _fresh_average(tensor)
@@ -225,11 +235,13 @@ class EMA(StatefulCallback):
             self._pairs = [(network_state[name], average) for name, average in self._averaged.items()]
         return self._pairs
 
+    @mirrored
     def on_train_batch_begin(self, step: int, logs: dict[str, Any] | None = None) -> None:
         self._swap_back()  # never train on the averaged weights
         self._ensure_pairs()
         self._loaded_in_batch = False
 
+    @mirrored
     def on_train_batch_end(self, step: int, logs: dict[str, Any] | None = None) -> None:
         accumulate = max(1, int(getattr(self.model, "_accumulate", 1) or 1))
         steps = (self.params or {}).get("steps")
@@ -249,6 +261,7 @@ class EMA(StatefulCallback):
 
     # -- evaluation on the averaged weights ----------------------------------------------------------
 
+    @mirrored
     def _swap_in(self) -> None:
         pairs = self._ensure_pairs()
         with paddle.no_grad():
@@ -256,6 +269,7 @@ class EMA(StatefulCallback):
             for live, average in pairs:
                 live.copy_(_as(average, live), False)
 
+    @mirrored
     def _swap_back(self) -> None:
         if self._backup is None:
             return
@@ -264,10 +278,12 @@ class EMA(StatefulCallback):
                 live.copy_(saved, False)
         self._backup = None
 
+    @mirrored
     def on_eval_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.evaluate_averaged and self._averaged and self._backup is None:
             self._swap_in()
 
+    @mirrored
     def on_eval_end(self, logs: dict[str, Any] | None = None) -> None:
         self._swap_back()
 

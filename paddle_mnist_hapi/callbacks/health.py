@@ -80,6 +80,12 @@ class TrainingHealth(StatefulCallback):
         per_layer (bool, optional): also each parameter's gradient norm. Default: False.
     """
 
+    # Read by the check at the start of fit (``static_graph.check_callbacks``).
+    static_graph_refusal = (
+        "it measures the gradients at the optimizer's update, and in static-graph mode the gradients and the "
+        "update exist only inside Paddle's executor, out of a callback's reach."
+    )
+
     def __init__(self, log_freq: int = 10, *, per_layer: bool = False) -> None:
         check_int("log_freq", log_freq, 1)
         self.log_freq = log_freq

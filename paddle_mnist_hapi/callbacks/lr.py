@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any, Literal
 
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private import static_graph
 from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import run_preflight
 from paddle_mnist_hapi.callbacks.monitor import Mode, MonitorCallback
@@ -248,6 +250,7 @@ class ReduceLROnPlateau(MonitorCallback, paddle.callbacks.ReduceLROnPlateau):
             (lambda a, b: np.less(a, b - delta)) if self.mode == "min" else (lambda a, b: np.greater(a, b + delta))
         )
         self._float_lr: tuple[Any, float] | None = None  # (optimizer, its unscaled constant lr)
+        self._unreachable_warned = False
 
     def reset_state(self) -> None:
         super().reset_state()
@@ -295,23 +298,39 @@ class ReduceLROnPlateau(MonitorCallback, paddle.callbacks.ReduceLROnPlateau):
         optimizer = getattr(getattr(self, "model", None), "_optimizer", None)
         if optimizer is None:
             return
+        if static_graph.is_static(self.model) and static_graph.learning_rate_name(self.model) is None:
+            if not self._unreachable_warned:  # hapi's own bug; Paddle's callback only warns too
+                self._unreachable_warned = True
+                warnings.warn(
+                    "ReduceLROnPlateau cannot change the learning rate: hapi built the static-graph training "
+                    "program with an earlier optimizer (in the first prepare()) and a later prepare() does not "
+                    "rebuild it. Build a new paddle.Model for the new optimizer.",
+                    stacklevel=2,
+                )
+            return
         lr = optimizer._learning_rate
         if isinstance(lr, ScaledLR):
             lr.factor, lr.floor = self.scale, self.min_lr
         elif isinstance(lr, paddle.optimizer.lr.LRScheduler):
             optimizer._learning_rate = ScaledLR(lr, self.scale, floor=self.min_lr)
+            if static_graph.is_static(self.model):  # the program reads its schedule, not the optimizer's
+                static_graph.use_schedule(self.model, optimizer._learning_rate)
         else:  # a constant learning rate
             if self._float_lr is None or self._float_lr[0] is not optimizer:
                 self._float_lr = (optimizer, float(lr))
             base = self._float_lr[1]
-            optimizer.set_lr(max(base * self.scale, min(self.min_lr, base)) if self.scale < 1 else base)
+            value = max(base * self.scale, min(self.min_lr, base)) if self.scale < 1 else base
+            if static_graph.is_static(self.model):
+                static_graph.set_learning_rate(self.model, value)
+            else:
+                optimizer.set_lr(value)
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if not self._state_loaded:  # a new fit: fresh counters, but the learning rate stays reduced
             scale, reductions, epoch = self.scale, self.reductions, self.epoch
             self.reset_state()
             self.scale, self.reductions, self.epoch = scale, reductions, epoch
-        self._missing_warned = False
+        self._missing_warned = self._unreachable_warned = False
         self._apply()
 
     def on_monitor(self, value: float, improved: bool, logs: dict[str, Any]) -> None:

@@ -21,8 +21,10 @@ import logging
 import math
 from typing import Any, Literal
 
+import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private import static_graph
 from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import StatefulCallback, scalar
 from paddle_mnist_hapi.errors import CheckpointError, ConfigError
@@ -43,6 +45,9 @@ def nonfinite_parameters(network: paddle.nn.Layer) -> list[str]:
         >>> nonfinite_parameters(net)
         ['bias']
     """
+    if static_graph.is_static_network(network):  # a static-graph model's: its numbers are in the scope
+        arrays = static_graph.network_arrays(network)
+        return [name for name, _ in network.named_parameters() if not np.isfinite(arrays[name]).all()]
     with paddle.no_grad():
         return [name for name, p in network.named_parameters() if not bool(paddle.isfinite(p).all())]
 

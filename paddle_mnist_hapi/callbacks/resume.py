@@ -51,7 +51,7 @@ from typing import Any, Literal
 
 import paddle
 
-from paddle_mnist_hapi._private import hapi_loop
+from paddle_mnist_hapi._private import hapi_loop, static_graph
 from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import is_rank0, log_values, run_preflight, scalar, stateful_callbacks
 from paddle_mnist_hapi.callbacks.monitor import MonitorCallback, infer_mode
@@ -466,7 +466,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self._set_workers(on=False)
         self._undo.append(lambda: self._set_workers(on=True))
         self._undo.append(hapi_loop.guard_epochs(self.model, self._on_error))
-        self._undo.append(hapi_loop.watch_updates(self.model._optimizer, self._on_update))
+        updater = self.model._adapter if static_graph.is_static(self.model) else self.model._optimizer
+        self._undo.append(hapi_loop.watch_updates(updater, self._on_update))
         self._undo.append(hapi_loop.number_batches(loop.callbacks, lambda: self._step_offset, self._after_train_batch))
         self._watch_stop = not self._finished and bool(self._stop_request.signals or self._stop_request.max_time)
         if self._watch_stop:
@@ -600,8 +601,10 @@ class ResumeCkpt(paddle.callbacks.Callback):
         if not is_rank0():
             return
         network, optimizer = self.model.network, self.model._optimizer
-        model_tensors = dict(network.state_dict())
-        if not all(bool(paddle.isfinite(t).all()) for t in model_tensors.values() if paddle.is_floating_point(t)):
+        model_tensors = static_graph.network_tensors(network)  # a static graph's: copies of its scope's values
+        with static_graph.eager():
+            finite = all(bool(paddle.isfinite(t).all()) for t in model_tensors.values() if paddle.is_floating_point(t))
+        if not finite:
             log.error("ResumeCkpt: the model has NaN/Inf values; this state is not checkpointed.")
             return
         position = self._position

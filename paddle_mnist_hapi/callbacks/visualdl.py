@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import paddle
 
-from paddle_mnist_hapi._private import hapi_loop
+from paddle_mnist_hapi._private import hapi_loop, static_graph
 from paddle_mnist_hapi._private.checks import check_int
 from paddle_mnist_hapi.callbacks.base import (
     RunningMean,
@@ -403,8 +403,9 @@ class VisualDL(StatefulCallback, _PaddleVisualDL):
         if self.histogram_freq and self.epoch % self.histogram_freq == 0 and self.model is not None:
             writer = self.writer()
             if writer is not None:
-                for name, parameter in self.model.network.named_parameters():
-                    writer.add_histogram(f"weights/{name}", parameter.numpy().ravel(), self.global_step, buckets=30)
+                weights = static_graph.network_arrays(self.model.network)  # numpy, in either mode
+                for name, _ in self.model.network.named_parameters():
+                    writer.add_histogram(f"weights/{name}", weights[name].ravel(), self.global_step, buckets=30)
 
     def on_eval_end(self, logs: dict[str, Any] | None = None) -> None:
         loader = getattr(self.model, "_test_dataloader", None)
@@ -434,9 +435,12 @@ class VisualDL(StatefulCallback, _PaddleVisualDL):
                     data = paddle.utils.flatten(batch)
                     if len(data) <= n_inputs:
                         return None  # no labels in the evaluation data
-                    outputs = network(
-                        *[paddle.to_tensor(x) if isinstance(x, np.ndarray) else x for x in data[:n_inputs]]
-                    )
+                    if static_graph.is_static(self.model):  # a program, not a callable: hapi's evaluation program
+                        outputs = static_graph.predict(self.model, data[:n_inputs], data[n_inputs:])
+                    else:
+                        outputs = network(
+                            *[paddle.to_tensor(x) if isinstance(x, np.ndarray) else x for x in data[:n_inputs]]
+                        )
                     logits = _numpy(paddle.utils.flatten(outputs)[0])
                     predicted = logits.reshape(len(logits), -1).argmax(1)
                     images, labels = _numpy(data[0]), _numpy(data[n_inputs]).reshape(-1)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import paddle
 
+from paddle_mnist_hapi._private import static_graph
 from paddle_mnist_hapi.errors import CheckpointMismatchError
 
 __all__ = [
@@ -88,6 +89,9 @@ def _structured_names(network: paddle.nn.Layer) -> dict[str, str]:
 
 def optimizer_tensors(optimizer: paddle.optimizer.Optimizer, network: paddle.nn.Layer) -> dict[str, paddle.Tensor]:
     """The optimizer's accumulators (moments, beta powers, velocities ...) by structured name."""
+    if static_graph.is_static_network(network):  # copies of the scope's values, under the same names
+        names = static_graph.optimizer_names(optimizer, network)
+        return static_graph.to_tensors({key: static_graph.read(name) for key, name in names.items()})
     names = _structured_names(network)
     out: dict[str, paddle.Tensor] = {}
     for acc_name, per_param in optimizer._accumulators.items():
@@ -118,7 +122,8 @@ def load_optimizer_tensors(
         return
     from paddle.base import framework
 
-    if not any(key.endswith("/master_weight") for key in saved):
+    static = static_graph.optimizer_names(optimizer, network) if static_graph.is_static_network(network) else None
+    if static is None and not any(key.endswith("/master_weight") for key in saved):
         optimizer._create_accumulators(framework.default_main_program().global_block(), _trainable(optimizer, network))
     current = optimizer_tensors(optimizer, network)
     missing = sorted(set(current) - set(saved))
@@ -136,7 +141,10 @@ def load_optimizer_tensors(
             raise CheckpointMismatchError(
                 f"Optimizer state {key} has shape {list(value.shape)} in the checkpoint, {list(tensor.shape)} here."
             )
-        tensor.set_value(value.astype(tensor.dtype))
+        if static is not None:  # a static graph's accumulators: variables of the scope, there since prepare()
+            static_graph.write(static[key], value.numpy())
+        else:
+            tensor.set_value(value.astype(tensor.dtype))
 
 
 def lr_state(optimizer: paddle.optimizer.Optimizer) -> dict[str, Any] | None:

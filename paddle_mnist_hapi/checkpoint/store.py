@@ -85,10 +85,13 @@ def _write_file(path: Path, data: bytes) -> None:
 
 
 def read_tensors(path: Path) -> dict[str, Any]:
-    """Load a safetensors file as Paddle tensors (no pickle involved)."""
+    """Load a safetensors file as Paddle tensors (no pickle involved), eager also under ``paddle.enable_static()``."""
     from safetensors.paddle import load_file
 
-    return load_file(str(path))
+    from paddle_mnist_hapi._private.static_graph import eager
+
+    with eager():
+        return load_file(str(path))
 
 
 class CheckpointStore:

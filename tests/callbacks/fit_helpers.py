@@ -8,6 +8,7 @@ import numpy as np
 import paddle
 
 from paddle_mnist_hapi import create_model, specs_for
+from paddle_mnist_hapi._private import static_graph
 
 
 class ArrayDataset(paddle.io.Dataset):
@@ -61,4 +62,4 @@ class Recorder(paddle.callbacks.Callback):
 
     def on_eval_end(self, logs: dict[str, Any] | None = None) -> None:
         self.evals += 1
-        self.weights_after_eval.append({k: v.numpy().copy() for k, v in self.model.network.state_dict().items()})
+        self.weights_after_eval.append(static_graph.network_arrays(self.model.network))  # in either graph mode

@@ -1,13 +1,16 @@
 """Drop-in: scripts written for ``paddle.callbacks`` run unchanged with ours, and do the same.
 
-The fit runs below are Paddle 3.3's own unit tests for these callbacks
-(``test/legacy_test/test_callbacks.py``, ``test_hapi_*``, the class docstrings),
-with the library's real MNIST in place of the downloading
-``paddle.vision.datasets.MNIST`` + ``Transpose``/``Normalize`` (the same images).
+The fit runs below follow Paddle 3.3's own unit tests for these callbacks
+(``test/legacy_test/test_callback_*.py``, the class docstrings), with the
+library's real MNIST in place of the downloading ``paddle.vision.datasets.MNIST``
++ ``Transpose``/``Normalize`` (the same images), and run Paddle's callback and
+ours on the same fit to compare what they do. Paddle's test files themselves run
+with ours in ``tests/paddle_upstream/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import random
 import warnings
@@ -24,6 +27,7 @@ from paddle.static import InputSpec
 from paddle.vision.models import LeNet
 
 from paddle_mnist_hapi import callbacks
+from paddle_mnist_hapi._private import static_graph
 from paddle_mnist_hapi.data import MNIST
 
 SAME_NAME = ["EarlyStopping", "ReduceLROnPlateau", "VisualDL"]
@@ -147,11 +151,27 @@ class _Epochs(paddle.callbacks.Callback):
         self.batches.append(epoch)
 
 
+@contextlib.contextmanager
+def _graph_mode(dynamic: bool):
+    """Dygraph, or static-graph mode with a program, scope and names of its own (every run: the same weights)."""
+    if dynamic:
+        yield
+        return
+    paddle.enable_static()
+    try:
+        with (
+            paddle.static.program_guard(paddle.static.Program(), paddle.static.Program()),
+            paddle.static.scope_guard(paddle.static.Scope()),
+            paddle.utils.unique_name.guard(),
+        ):
+            yield
+    finally:
+        paddle.disable_static()
+
+
 def _paddles_early_stopping_test(lib, save_dir, train, val, dynamic):
     """Paddle's ``test_earlystopping``, with ``lib`` = ``paddle.callbacks`` or ours; returns the epochs that ran."""
-    if not dynamic:
-        paddle.enable_static()
-    try:
+    with _graph_mode(dynamic):
         model = _paddle_style_model()
         recorder = _Epochs()
         callbacks_0 = lib.EarlyStopping(
@@ -179,41 +199,33 @@ def _paddles_early_stopping_test(lib, save_dir, train, val, dynamic):
         model.fit(
             train, batch_size=64, save_freq=10, save_dir=str(save_dir), epochs=10, verbose=0, callbacks=[callbacks_0]
         )
-    finally:
-        paddle.disable_static()
     return recorder
 
 
-def test_paddles_early_stopping_unit_test_runs_unchanged_and_does_the_same(tmp_path, capsys):
+@pytest.mark.parametrize("dynamic", [True, False], ids=["dygraph", "static_graph"])
+def test_paddles_early_stopping_unit_test_runs_unchanged_and_does_the_same(tmp_path, capsys, dynamic):
+    # Paddle's test runs the same script in dygraph mode, then under paddle.enable_static().
     train, val = first(MNIST("train", limit=100), 100), first(MNIST("test", limit=100), 100)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        paddles_run = _paddles_early_stopping_test(paddle.callbacks, tmp_path / "paddle", train, val, dynamic=True)
+        paddles_run = _paddles_early_stopping_test(paddle.callbacks, tmp_path / "paddle", train, val, dynamic)
         paddles_lines = [line for line in capsys.readouterr().out.splitlines() if "Early stopping" in line]
         caught.clear()
-        our_run = _paddles_early_stopping_test(callbacks, tmp_path / "ours", train, val, dynamic=True)
+        our_run = _paddles_early_stopping_test(callbacks, tmp_path / "ours", train, val, dynamic)
         our_lines = [line for line in capsys.readouterr().out.splitlines() if "Early stopping" in line]
     messages = [str(w.message) for w in caught]
     assert any("mode 'auto_' is unknown, fallback to auto mode" in m for m in messages)
     assert any("monitors 'acc_'" in m for m in messages)  # the missing metric is named, as Paddle warns
 
     assert our_run.batches == paddles_run.batches and len(our_run.batches) < 10  # stopped at the same epoch
-    assert [line.split(" (")[0].rstrip(".") for line in our_lines] == [line.rstrip(".") for line in paddles_lines]
+    assert our_lines and [line.split(" (")[0].rstrip(".") for line in our_lines] == [
+        line.rstrip(".") for line in paddles_lines
+    ]
     # save_best_model: best_model under fit's save_dir, the same weights Paddle's saved
     theirs = paddle.load(str(tmp_path / "paddle" / "best_model.pdparams"))
     mine = paddle.load(str(tmp_path / "ours" / "best_model.pdparams"))
-    assert sorted(mine) == sorted(theirs)
-    assert all(np.array_equal(mine[k].numpy(), theirs[k].numpy()) for k in theirs)
-
-
-def test_paddles_early_stopping_unit_test_runs_unchanged_in_static_graph_mode(tmp_path, capsys):
-    # Paddle's test runs the same script under paddle.enable_static() too. (Two static runs in one
-    # process do not start from the same weights, so this one checks ours alone.)
-    train, val = first(MNIST("train", limit=100), 100), first(MNIST("test", limit=100), 100)
-    with pytest.warns(UserWarning, match="mode 'auto_' is unknown"):
-        run = _paddles_early_stopping_test(callbacks, tmp_path, train, val, dynamic=False)
-    assert len(run.batches) < 10 and "Early stopping" in capsys.readouterr().out
-    assert (tmp_path / "best_model.pdparams").is_file()
+    assert sorted(mine) == sorted(theirs) and mine
+    assert all(np.array_equal(np.asarray(mine[k]), np.asarray(theirs[k])) for k in theirs)
     assert paddle.in_dynamic_mode()
 
 
@@ -268,6 +280,22 @@ def test_paddles_reduce_lr_unit_test_runs_unchanged_and_really_reduces(capsys):
     # optimizer._learning_rate, which dygraph Adam no longer reads after its first step.)
     applied = float(model._optimizer._global_learning_rate())
     assert applied == pytest.approx(model._optimizer.get_lr()) and applied < 0.001
+
+
+def test_paddles_reduce_lr_unit_test_in_static_graph_mode_reduces_where_paddles_does_and_applies_it(capsys):
+    with _graph_mode(dynamic=False):
+        _, paddles, _ = _paddles_reduce_lr_test(paddle.callbacks)
+    capsys.readouterr()
+    with _graph_mode(dynamic=False):
+        model, ours, plateau = _paddles_reduce_lr_test(callbacks)
+        applied = static_graph.read(static_graph.require_learning_rate_name(model)).item()
+    out = capsys.readouterr().out
+    first_cut = next(i for i, lr in enumerate(paddles) if lr < 0.001)
+    assert ours[: first_cut + 1] == pytest.approx(paddles[: first_cut + 1], rel=1e-6)
+    assert out.count("ReduceLROnPlateau reducing learning rate") == plateau.reductions > 1
+    # ... and the rate it reports is the one the program trains with (Paddle's sets the optimizer's
+    # _learning_rate, which the built program does not read)
+    assert applied == pytest.approx(model._optimizer.get_lr(), rel=1e-6) and applied < 0.001
 
 
 def test_paddles_reduce_lr_warn_or_error_test_runs_unchanged():
