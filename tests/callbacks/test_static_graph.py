@@ -348,6 +348,22 @@ def test_early_stopping_restores_the_best_weights_in_static_mode(data):
     assert all(np.array_equal(final[k], best[k]) for k in best)
 
 
+@pytest.mark.parametrize("ema_first", [False, True])
+def test_early_stopping_with_ema_ends_with_the_average_that_scored_best_in_static_mode(data, ema_first):
+    train, test = data
+    with static_mode():
+        model, scope = lenet(0.05), Scope()
+        stop = EarlyStopping("loss", patience=1, verbose=0, restore_best_weights=True)
+        ema = EMA(decay=0.9)
+        ordered = [ema, stop] if ema_first else [stop, ema]
+        model.fit(train, test, batch_size=64, epochs=10, verbose=0, callbacks=[scope, *ordered])
+        final = static_graph.network_arrays(model.network)
+    assert stop.stopped_epoch and stop.best_epoch < stop.epoch
+    evaluated = scope.during_eval[stop.best_epoch]  # EMA's average, which the best evaluation ran on
+    assert all(np.array_equal(final[k], evaluated[k]) for k in evaluated)
+    assert not np.array_equal(final["features.0.weight"], ema.averaged_weights()["features.0.weight"])
+
+
 def test_reduce_lr_on_plateau_changes_the_rate_the_program_uses(data):
     train, test = data
     with static_mode():
