@@ -434,9 +434,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps({"model": predictor.prefix, "predictions": [p.to_dict() for p in predictions]}))
         return EXIT_OK
     width = max(len("image"), *(len(str(p.source)) for p in predictions))
-    print(f"{'image':<{width}}  label  confidence")
+    label = max(len("label"), *(len(p.class_name) for p in predictions))  # class names of your own may be long
+    print(f"{'image':<{width}}  {'label':<{label}}  confidence")
     for p in predictions:
-        print(f"{p.source!s:<{width}}  {p.class_name:<5}  {p.confidence:10.2%}")
+        print(f"{p.source!s:<{width}}  {p.class_name:<{label}}  {p.confidence:10.2%}")
     return EXIT_OK
 
 

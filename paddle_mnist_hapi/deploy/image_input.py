@@ -406,8 +406,8 @@ def refuse_pictures_message(prefix: str, shape: Sequence[int]) -> str:
     return (
         f"The model {prefix} takes arrays only: its export declares no picture preprocessing (input {list(shape)}), "
         "and its resize and normalisation are not guessed. Re-export it with the normalisation it was trained "
-        f"with, e.g. export_model(model, prefix, preprocessing={example}) from paddle_mnist_hapi.deploy.image_input "
-        "(see docs/your-own-model.md), or pass model input arrays to Predictor.predict_batch."
+        f"with, e.g. export_model(model, prefix, preprocessing={example}) (from paddle_mnist_hapi import ImageInput; "
+        "docs/your-own-model.md), or pass model input arrays to Predictor.predict_batch."
     )
 
 
