@@ -232,3 +232,18 @@ def test_the_mnist_digit_models_keep_their_pipeline(tmp_path):
     from paddle_mnist_hapi.deploy.preprocess import preprocess
 
     assert (predictor.preprocess(stroke) == preprocess(stroke)).all()
+
+
+def test_an_export_of_the_release_before_is_read_by_its_input_not_its_mnist_description(exports, tmp_path):
+    # the release before wrote MNIST's digit preprocessing, and no "kind", into every export's metadata
+    import shutil
+
+    for suffix in (".json", ".pdiparams", "_meta.json"):
+        shutil.copy(exports["declared"] + suffix, tmp_path / f"old{suffix}")
+    meta = json.loads((tmp_path / "old_meta.json").read_text())
+    meta["preprocessing"] = {"grayscale": True, "size": [28, 28], "mean": 127.5, "std": 127.5}
+    (tmp_path / "old_meta.json").write_text(json.dumps(meta))
+    predictor = Predictor(tmp_path / "old")
+    assert predictor.preprocessing == "none" and predictor.class_names == ["red", "green", "blue"]
+    with pytest.raises(ExportError, match="takes arrays only"):  # not "Model input must hold whole images"
+        predictor.predict(picture())
