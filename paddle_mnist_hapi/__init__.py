@@ -52,6 +52,7 @@ _ATTRIBUTES = {
     "set_device": "paddle_mnist_hapi.device",
     "export_model": "paddle_mnist_hapi.deploy.export",
     "Predictor": "paddle_mnist_hapi.deploy.predict",
+    "ImageInput": "paddle_mnist_hapi.deploy.image_input",
     "load_weights": "paddle_mnist_hapi.callbacks.resume",
 }
 # public submodule -> its full name (the model families live in models/)
@@ -79,6 +80,7 @@ __all__ = [
     "ExportError",
     "FitInputError",
     "ImageError",
+    "ImageInput",
     "InMemoryLoader",
     "PaddleMnistError",
     "PaddleVersionError",
@@ -127,6 +129,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from paddle_mnist_hapi.callbacks.resume import load_weights
     from paddle_mnist_hapi.data import MNIST, InMemoryLoader
     from paddle_mnist_hapi.deploy.export import export_model
+    from paddle_mnist_hapi.deploy.image_input import ImageInput
     from paddle_mnist_hapi.deploy.predict import Predictor
     from paddle_mnist_hapi.device import resolve_device, set_device
     from paddle_mnist_hapi.models import cnn, create_model, lenet, list_models, mlp, register_model

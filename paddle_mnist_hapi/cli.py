@@ -6,7 +6,8 @@ Subcommands:
   are generated from :class:`~paddle_mnist_hapi.recipe.TrainConfig`, so every
   config field is an option (``examples/fit_lenet.py`` uses the same builder);
 - ``evaluate MODEL``: an exported model (prefix or run directory) on the MNIST
-  test set; ``--report DIR`` writes a confusion matrix, the misclassified
+  test set, or on labelled pictures (``--images DIR``, one folder per class name);
+  ``--report DIR`` writes a confusion matrix, the misclassified
   images and per-class precision/recall;
 - ``export SOURCE``: convert a Paddle export to ONNX (``--onnx``), or export a
   training checkpoint for ``paddle.inference``;
@@ -121,7 +122,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
         default = getattr(defaults, field.name)
         help_text = str(field.metadata.get("help", ""))
         if field.name == "model":
-            help_text = help_text or f"one of {', '.join(list_models())}"
+            help_text = help_text or f"one of {', '.join(list_models())}, or your own as package.module:factory"
         kind, _ = _option_type(hints[field.name])
         kwargs: dict[str, Any] = {"dest": field.name, "default": default}
         if kind is bool:
@@ -159,11 +160,11 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from paddle_mnist_hapi.models.registry import model_entry
+    from paddle_mnist_hapi.models.user_factory import network_and_specs
     from paddle_mnist_hapi.recipe import train
 
     config = train_config_from_args(args)
-    model_entry(config.model)  # fail before loading data on a wrong name
+    network_and_specs(config.model, config.input_shape)  # fail before loading data on a wrong name or factory
     summary = train(config)
     print(f"test accuracy {summary['test_acc']:.2%} in {summary['seconds']:.0f} s; exported to {summary['export']}")
     print(json.dumps(summary))
@@ -190,6 +191,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be positive. Received: --batch-size {args.batch_size}")
     predictor = Predictor(args.model)
+    if args.images is not None:
+        return _evaluate_pictures(predictor, args)
+    _require_mnist_digit_model(predictor)
     test = MNIST("test", data_dir=args.data_dir, limit=args.limit)
     started = time.perf_counter()
     logits = _evaluate_images(predictor, test.images, args.batch_size, progress=sys.stderr.isatty() and not args.json)
@@ -225,6 +229,67 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _require_mnist_digit_model(predictor: Any) -> None:
+    from paddle_mnist_hapi.deploy.image_input import MNIST_DIGITS
+
+    if predictor.preprocessing != MNIST_DIGITS:
+        raise UsageError(
+            f"evaluate runs the MNIST test set, which only a digit model takes; {predictor.prefix} takes "
+            f"{predictor.input_shape} (preprocessing {predictor.preprocessing!r}). Pass --images DIR: a folder "
+            f"with one subfolder of pictures per class name ({', '.join(predictor.class_names[:3])}, ...)"
+        )
+
+
+def _evaluate_pictures(predictor: Any, args: argparse.Namespace) -> int:
+    """``evaluate --images DIR``: the pictures in ``DIR/<class name>/``, through the export's own preprocessing."""
+    from paddle_mnist_hapi.deploy.image_input import labelled_pictures
+    from paddle_mnist_hapi.deploy.predict import softmax
+
+    predictor.require_pictures()
+    files, labels = labelled_pictures(args.images, predictor.class_names, limit=args.limit)
+    started = time.perf_counter()
+    inputs = [predictor.preprocess(path) for path in files]  # the first unreadable picture raises
+    batch = np.concatenate(inputs)
+    logits = _evaluate_images(predictor, batch, args.batch_size, progress=sys.stderr.isatty() and not args.json)
+    seconds = time.perf_counter() - started
+    predicted = logits.argmax(axis=1)
+    probabilities = softmax(logits)
+    loss = float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, None)).mean())
+    result: dict[str, Any] = {
+        "model": predictor.prefix,
+        "samples": len(labels),
+        "accuracy": round(float((predicted == labels).mean()), 6),
+        "loss": round(loss, 6),
+        "misclassified": int((predicted != labels).sum()),
+        "images_per_second": round(len(labels) / seconds, 1) if seconds > 0 else None,
+        "data": str(args.images),
+    }
+    if args.report:
+        from paddle_mnist_hapi.deploy.reports import write_report
+
+        pictures = np.stack([_seen(predictor, x) for x in inputs])
+        extra = {"model": predictor.prefix, "data": str(args.images), "loss": result["loss"]}
+        result["report"] = write_report(args.report, pictures, labels, predicted, predictor.class_names, extra=extra)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"model     {result['model']}")
+        print(f"images    {result['samples']} pictures in {result['data']}")
+        print(f"accuracy  {result['accuracy']:.2%} ({result['misclassified']} wrong), loss {result['loss']:.4f}")
+        for kind, path in result.get("report", {}).items():
+            print(f"{kind:<17} {path}")
+    return EXIT_OK
+
+
+def _seen(predictor: Any, model_input: np.ndarray) -> np.ndarray:
+    """The picture the model saw, for the report: declared images as they were fed, digits as 28x28."""
+    if predictor.image_input is not None:
+        return predictor.image_input.picture(model_input)
+    from paddle_mnist_hapi.data.dataset import MEAN, STD
+
+    return np.clip(np.round(model_input.reshape(28, 28) * STD + MEAN), 0, 255).astype(np.uint8)
+
+
 def _test_sample(count: int = 16) -> Any:
     """Real MNIST test images for the parity checks; None (random inputs) when the data is unavailable."""
     from paddle_mnist_hapi.data import MNIST
@@ -258,7 +323,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         from paddle_mnist_hapi.deploy.onnx_export import export_onnx
 
         output = args.output if exported is not None and args.output else None
-        report = export_onnx(prefix, output, opset_version=args.opset, sample=_test_sample())
+        sample = _test_sample() if _is_digit_export(prefix) else None  # random inputs for a model of your own
+        report = export_onnx(prefix, output, opset_version=args.opset, sample=sample)
         result["onnx"] = report.to_dict()
     if args.json:
         print(json.dumps(result))
@@ -269,6 +335,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
             detail = f"opset {onnx['opset_version']}, max abs diff {onnx['max_abs_diff']:.3g}"
             print(f"onnx              {onnx['path']} ({detail})")
     return EXIT_OK
+
+
+def _is_digit_export(prefix: str) -> bool:
+    """True when the export at ``prefix`` takes MNIST digits (its metadata says so, or it has none)."""
+    from paddle_mnist_hapi.deploy.predict import Predictor
+
+    return Predictor(prefix).preprocessing == "mnist_digits"
 
 
 def _exported_prefix(source: Path) -> str | None:
@@ -287,8 +360,7 @@ def _export_checkpoint(source: Path, args: argparse.Namespace) -> str:
 
     from paddle_mnist_hapi.deploy.export import export_model
     from paddle_mnist_hapi.errors import CheckpointError, ExportError
-    from paddle_mnist_hapi.models import create_model
-    from paddle_mnist_hapi.specs import specs_for
+    from paddle_mnist_hapi.models.user_factory import model_label, network_and_specs
 
     if not source.exists() and not Path(str(source) + ".pdparams").is_file():
         raise ExportError(
@@ -297,8 +369,12 @@ def _export_checkpoint(source: Path, args: argparse.Namespace) -> str:
             f"checkpoint (PREFIX.pdparams). Received: source={str(source)!r}"
         )
     if not args.model:
-        raise UsageError("exporting a checkpoint needs --model NAME (the architecture it was trained with)")
-    model = paddle.Model(create_model(args.model), *specs_for(args.model))
+        raise UsageError(
+            "exporting a checkpoint needs --model NAME or --model package.module:factory (the architecture it was "
+            "trained with)"
+        )
+    preprocessing = _preprocessing_option(args.preprocessing)
+    model = paddle.Model(*network_and_specs(args.model, args.input_shape))
     hapi_params = str(source)[: -len(".pdparams")] if str(source).endswith(".pdparams") else str(source)
     if Path(hapi_params + ".pdparams").is_file():
         try:
@@ -317,9 +393,32 @@ def _export_checkpoint(source: Path, args: argparse.Namespace) -> str:
             raise
         except Exception as exc:  # an unreadable directory is a checkpoint error for the user
             raise CheckpointError(f"Cannot read a checkpoint from {source}: {exc}") from exc
-    output = args.output or str((source.parent if source.is_file() else source) / "inference" / args.model)
-    report = export_model(model, output, sample=_test_sample())
+    output = args.output or str((source.parent if source.is_file() else source) / "inference" / model_label(args.model))
+    digits = preprocessing in (None, "mnist_digits") and np.prod(model._inputs[0].shape[1:]) == 784
+    report = export_model(
+        model,
+        output,
+        sample=_test_sample() if digits else None,  # real digits for a digit model, random inputs otherwise
+        class_names=args.class_names.split(",") if args.class_names else None,
+        preprocessing=preprocessing,
+    )
     return report.prefix
+
+
+def _preprocessing_option(text: str | None) -> Any:
+    """``--preprocessing``: ``mnist_digits``, ``none``, or a JSON object of ``ImageInput`` fields."""
+    if text is None or text in ("mnist_digits", "none"):
+        return text
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise UsageError(
+            "--preprocessing takes mnist_digits, none, or a JSON object of ImageInput fields, e.g. "
+            f'\'{{"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}\'. Received: --preprocessing {text}'
+        )
+    return value
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -327,14 +426,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
     predictor = Predictor(args.model, invert=invert)
+    predictor.require_pictures()  # an arrays-only export: refused before any picture is read
+    if args.invert != "auto" and predictor.image_input is not None:
+        raise UsageError(f"--invert is for MNIST digit models; {predictor.prefix} declares its own preprocessing")
     predictions = predictor.predict_many(args.images)
     if args.json:
         print(json.dumps({"model": predictor.prefix, "predictions": [p.to_dict() for p in predictions]}))
         return EXIT_OK
     width = max(len("image"), *(len(str(p.source)) for p in predictions))
-    print(f"{'image':<{width}}  label  confidence")
+    label = max(len("label"), *(len(p.class_name) for p in predictions))  # class names of your own may be long
+    print(f"{'image':<{width}}  {'label':<{label}}  confidence")
     for p in predictions:
-        print(f"{p.source!s:<{width}}  {p.class_name:<5}  {p.confidence:10.2%}")
+        print(f"{p.source!s:<{width}}  {p.class_name:<{label}}  {p.confidence:10.2%}")
     return EXIT_OK
 
 
@@ -458,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--limit", type=int, default=None, help="only the first N test images")
     evaluate.add_argument("--batch-size", type=int, default=500, help="images per inference call (default: 500)")
     evaluate.add_argument("--data-dir", default=None, help="directory with the MNIST IDX files")
+    evaluate.add_argument(
+        "--images", metavar="DIR", help="labelled pictures instead of MNIST: DIR/<class name>/*.png (any format)"
+    )
     evaluate.add_argument("--report", metavar="DIR", help="write metrics.json, confusion_matrix.png, misclassified.png")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     evaluate.set_defaults(handler=_cmd_evaluate)
@@ -466,7 +572,19 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "source", help="export prefix or run directory (with --onnx); or a checkpoint (ckpt-*, PREFIX.pdparams)"
     )
-    export.add_argument("--model", help="architecture of a checkpoint (see `paddle-mnist info`)")
+    export.add_argument(
+        "--model",
+        help="architecture of a checkpoint: a registered name (`paddle-mnist info`) or package.module:factory",
+    )
+    export.add_argument(
+        "--input-shape", type=int, nargs="+", metavar="N", help="a factory's input without the batch, e.g. 3 32 32"
+    )
+    export.add_argument("--class-names", help="comma-separated, one per output class (default: 0..N-1)")
+    export.add_argument(
+        "--preprocessing",
+        help="what a picture needs: mnist_digits, none (arrays only), or ImageInput fields as JSON, e.g. "
+        '\'{"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}\' (default: mnist_digits for 28x28 inputs, else none)',
+    )
     export.add_argument("--output", help="output prefix (checkpoint) or .onnx file (export prefix)")
     export.add_argument("--onnx", action="store_true", help="also write and verify an ONNX model (needs the extra)")
     export.add_argument("--opset", type=int, default=13, help="ONNX opset (default: 13)")

@@ -43,8 +43,7 @@ from paddle_mnist_hapi.data import MNIST, Augment, InMemoryLoader
 from paddle_mnist_hapi.deploy.export import export_model
 from paddle_mnist_hapi.device import set_device
 from paddle_mnist_hapi.errors import ConfigError
-from paddle_mnist_hapi.models import create_model
-from paddle_mnist_hapi.specs import specs_for
+from paddle_mnist_hapi.models.user_factory import model_label, network_and_specs
 
 __all__ = ["RECIPE_AUGMENT", "TrainConfig", "TwoCycleCosine", "build_model", "seed_everything", "train"]
 
@@ -58,7 +57,7 @@ RECIPE_AUGMENT = Augment()
 class TrainConfig:
     """Everything one training run depends on (the CLI's and the example's options)."""
 
-    model: str = "lenet5"  # the CLI's help lists the registered names
+    model: str = "lenet5"  # the CLI's help lists the registered names; or package.module:factory (your own)
     epochs: int = field(default=8, metadata={"help": "training epochs"})
     batch_size: int = field(
         default=64, metadata={"help": "images per training step (all processes together under --parallel)"}
@@ -90,6 +89,13 @@ class TrainConfig:
     parallel: str = field(
         default="off",
         metadata={"help": "the whole machine: auto (fastest measured processes x threads), PxT such as 2x1, or off"},
+    )
+    input_shape: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "the input of a --model package.module:factory network without the batch, e.g. 1 28 28 or 784 "
+            "(default: the factory's input_spec attribute, else 1 28 28)"
+        },
     )
 
     def validate(self) -> None:
@@ -165,8 +171,8 @@ def build_model(config: TrainConfig, steps_per_epoch: int) -> paddle.Model:
         >>> build_model(TrainConfig(model="linear"), steps_per_epoch=10)._optimizer.get_lr()
         0.003
     """
-    net = create_model(config.model)
-    model = paddle.Model(net, *specs_for(config.model))
+    net, inputs, labels = network_and_specs(config.model, config.input_shape)
+    model = paddle.Model(net, inputs, labels)
     fast = config.fast_epochs if config.fast_epochs < config.epochs else 0  # a short run is one cycle
     schedule = TwoCycleCosine(config.lr, fast * steps_per_epoch, config.epochs * steps_per_epoch)
     optimizer = paddle.optimizer.Adam(learning_rate=schedule, parameters=net.parameters())
@@ -235,7 +241,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     )
     train_seconds = time.perf_counter() - train_started
     result = model.evaluate(test_loader, verbose=0)
-    prefix = str(output / "inference" / config.model)
+    prefix = str(output / "inference" / model_label(config.model))
     rank0 = is_rank0()  # under distributed.launch only rank 0 writes
     report = (
         export_model(model, prefix, sample=test_data.images[:16], class_names=[str(i) for i in range(10)])

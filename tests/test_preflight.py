@@ -79,6 +79,39 @@ def test_every_callback_of_ours_refuses_a_spec_that_does_not_fit_before_training
     assert counter.batches == 0
 
 
+class RGBSamples(paddle.io.Dataset):
+    """3x32x32 float32 pictures, as a user's own data set gives them."""
+
+    def __getitem__(self, idx):
+        return np.full((3, 32, 32), idx / 8, np.float32), np.array([idx % 2], np.int64)
+
+    def __len__(self):
+        return 8
+
+
+def test_the_spec_suggested_for_a_network_of_your_own_is_built_from_its_samples(tmp_path):
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.AdaptiveAvgPool2D(1), paddle.nn.Flatten(),
+                               paddle.nn.Linear(4, 2))  # fmt: skip
+    model = paddle.Model(net, *specs_for("lenet5"))  # the MNIST preset copied from an example: wrong here
+    model.prepare(paddle.optimizer.Adam(parameters=net.parameters()), paddle.nn.CrossEntropyLoss())
+    counter = BatchCounter()
+    with pytest.raises(FitInputError) as error:
+        model.fit(RGBSamples(), batch_size=4, verbose=0, callbacks=[callbacks.NaNGuard(), counter])
+    assert "InputSpec 'image' [None, 1, 28, 28] does not fit the network" in str(error.value)
+    assert "InputSpec([None, 3, 32, 32], 'float32', 'image')" in str(error.value)
+    assert "[None, 1, 28, 28], 'float32'" not in str(error.value)
+    assert counter.batches == 0
+
+
+def test_samples_that_do_not_fit_are_told_what_the_spec_wants():
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.Flatten(), paddle.nn.Linear(4 * 30 * 30, 2))
+    model = paddle.Model(net, InputSpec([None, 3, 32, 32], "float32", "image"))
+    model.prepare(paddle.optimizer.Adam(parameters=net.parameters()), paddle.nn.CrossEntropyLoss())
+    flat = paddle.io.TensorDataset([paddle.zeros([4, 3 * 32 * 32]), paddle.zeros([4, 1], "int64")])  # flattened
+    with pytest.raises(FitInputError, match=r"e\.g\. float32 \[3, 32, 32\] as the model's InputSpec 'image' says"):
+        model.fit(flat, batch_size=4, verbose=0, callbacks=[callbacks.NaNGuard()])
+
+
 def test_float_labels_for_cross_entropy_are_refused_before_the_first_step(mnist_train_small):
     counter = BatchCounter()
     with pytest.raises(FitInputError, match=r"labels of train_data are float32.*int64.*Received: label dtype=float32"):
@@ -186,7 +219,7 @@ def test_first_sample_restores_every_rng(mnist_train_small):
 def test_the_check_runs_once_per_fit(monkeypatch, tmp_path):
     calls = []
     real = preflight.check_spec
-    monkeypatch.setattr(preflight, "check_spec", lambda model: calls.append(1) or real(model))
+    monkeypatch.setattr(preflight, "check_spec", lambda model, sample=None: calls.append(1) or real(model, sample))
     model = _model()
     ours = [callbacks.NaNGuard(), callbacks.LRStepper(), callbacks.MetricsLog(str(tmp_path / "m.jsonl"))]
     for _ in range(2):

@@ -47,7 +47,7 @@ import paddle
 
 from paddle_mnist_hapi.errors import CheckpointError, FitInputError
 
-__all__ = ["SPEC_FIX", "check_data", "check_fit", "check_spec", "first_sample", "spec_mismatch"]
+__all__ = ["SPEC_FIX", "check_data", "check_fit", "check_spec", "first_sample", "spec_fix", "spec_mismatch"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def check_fit(model: Any) -> None:
     if model is None:
         return
     static_graph.check_callbacks(model, list(loop.callbacks.callbacks))
-    check_spec(model)
+    check_spec(model, first_sample(loop.train_loader))
     check_data(model, loop.train_loader, "train_data")
     if loop.eval_loader is not None:
         check_data(model, loop.eval_loader, "eval_data")
@@ -230,9 +230,19 @@ def _check_sample_forward(model: Any, values: tuple[Any, ...], what: str) -> Non
         raise FitInputError(
             f"The samples of {what} ({got}) do not fit the network: a batch of them fails in "
             f"{type(model.network).__name__}.forward ({reason}). Make the dataset return what the network takes, "
-            "e.g. float32 [1, 28, 28] for a convolutional network (reshape and astype('float32') in __getitem__ "
+            f"e.g. {_wanted(model)} (reshape and astype('float32') in __getitem__ "
             f"or the transform). Received: sample {got}"
         )
+
+
+def _wanted(model: Any) -> str:
+    """What the model's first InputSpec describes for one sample, e.g. ``float32 [3, 32, 32]``."""
+    inputs = list(getattr(model, "_inputs", None) or [])
+    dims = list(inputs[0].shape or ())[1:] if inputs else []
+    if not dims or any(d is None or d < 0 for d in dims):
+        return "float32 [1, 28, 28] for a convolutional network of the zoo"
+    dtype = str(inputs[0].dtype).replace("paddle.", "")
+    return f"{dtype} [{', '.join(str(d) for d in dims)}] as the model's InputSpec {inputs[0].name!r} says"
 
 
 def _avoid_worker_crash(loader: Any, sample: tuple[Any, ...], what: str) -> None:
@@ -312,15 +322,38 @@ def _forward_error(network: Any, inputs: list[paddle.Tensor]) -> str | None:
     return None
 
 
-#: How to fix a spec that does not fit, shared by the preflight and ``export_model``.
+#: How to fix a spec that does not fit, when no sample tells the input's shape (see :func:`spec_fix`).
 SPEC_FIX = (
     "Pass the spec of the input the network takes, e.g. paddle.Model(net, *paddle_mnist_hapi.specs_for(model_name)) "
-    "or InputSpec([None, 1, 28, 28], 'float32', 'image') for a convolutional network."
+    "for a network of the zoo, or InputSpec([None, C, H, W], 'float32', 'image') with your input's shape."
 )
 
 
-def check_spec(model: Any) -> None:
+def spec_fix(sample: Any = None) -> str:
+    """How to fix a spec that does not fit: a spec built from one sample's shape and dtype when there is one.
+
+    Examples:
+        >>> spec_fix(np.zeros((3, 32, 32), np.float32))  # doctest: +ELLIPSIS
+        "Pass the spec of the samples ...: paddle.Model(net, InputSpec([None, 3, 32, 32], 'float32', 'image'), ..."
+    """
+    dtype = None if sample is None else _dtype(sample)
+    if dtype is None or (dtype in ("float", "int64") and not hasattr(sample, "shape")):
+        return SPEC_FIX
+    shape = ", ".join(str(int(d)) for d in np.shape(sample))
+    return (
+        "Pass the spec of the samples the network is trained on: "
+        f"paddle.Model(net, InputSpec([None, {shape}], '{dtype}', 'image'), labels) (specs_for(name) gives it "
+        "for a network of the zoo)."
+    )
+
+
+def check_spec(model: Any, sample: tuple[Any, ...] | None = None) -> None:
     """Refuse an ``InputSpec`` the network cannot take (see :func:`spec_mismatch`).
+
+    Args:
+        model (paddle.Model): the model ``fit`` runs.
+        sample (tuple, optional): the first sample of the training data; the suggested spec is
+            built from its first field's shape and dtype. Default: None.
 
     Raises:
         FitInputError: ``model.save(training=False)`` and ``export_model`` would fail after training.
@@ -329,5 +362,5 @@ def check_spec(model: Any) -> None:
     if problem is not None:
         raise FitInputError(
             f"{problem}. Training would not notice (it ignores the spec), but model.save(path, training=False) "
-            f"and export_model would fail after it. {SPEC_FIX}"
+            f"and export_model would fail after it. {spec_fix(sample[0] if sample else None)}"
         )

@@ -3,10 +3,12 @@
 It loads ``prefix.json`` + ``prefix.pdiparams`` (written by
 ``model.save(prefix, training=False)`` or :func:`paddle_mnist_hapi.deploy.export.export_model`)
 with ``paddle.inference``, reads ``prefix_meta.json`` when present (class
-names, input shape) and predicts on image files, PIL images and numpy arrays.
-Pictures go through :func:`paddle_mnist_hapi.deploy.preprocess.preprocess`, so a
+names, input shape, preprocessing) and predicts on image files, PIL images and numpy arrays.
+Pictures go through what the metadata declares (:mod:`~paddle_mnist_hapi.deploy.image_input`):
+for the MNIST digit models :func:`paddle_mnist_hapi.deploy.preprocess.preprocess`, so a
 photographed digit (dark ink on paper, off-centre, any size) is classified,
-not only an MNIST sample.
+not only an MNIST sample; for other models the declared resize and normalisation;
+an export declared for arrays only refuses pictures.
 
 Examples:
     >>> import tempfile, paddle
@@ -42,6 +44,7 @@ from paddle_mnist_hapi.deploy.export import (
     metadata_path,
     run_predictor,
 )
+from paddle_mnist_hapi.deploy.image_input import IMAGE, NONE, ImageInput, preprocessing_kind, refuse_pictures_message
 from paddle_mnist_hapi.deploy.preprocess import MAX_PIXELS, ImageSource, Invert, preprocess
 from paddle_mnist_hapi.errors import ExportError, ImageError
 
@@ -173,6 +176,7 @@ class Predictor:
         self.input_shape = [int(d) for d in shape[1:]]
         names = self.metadata.get("class_names")
         self.class_names = [str(n) for n in names] if names else [str(i) for i in range(10)]
+        self.preprocessing, self.image_input = _picture_pipeline(self.metadata, self.input_shape)
 
     def _read_metadata(self) -> dict[str, Any]:
         path = metadata_path(self.prefix)
@@ -224,14 +228,34 @@ class Predictor:
         return Prediction(label, name, tuple(float(p) for p in row), source)
 
     def preprocess(self, image: ImageSource, *, invert: Invert | None = None) -> np.ndarray:
-        """The normalized ``(1, 1, 28, 28)`` input this predictor feeds for ``image``.
+        """The normalized input this predictor feeds for ``image``: ``(1, 1, 28, 28)`` for a digit model,
+        a batch of one of the declared shape for an ``image`` export.
+
+        Raises:
+            ExportError: the export takes arrays only (see :meth:`require_pictures`).
 
         Examples:
             >>> x = _example_predictor().preprocess(np.eye(40, 30, dtype=np.uint8) * 255)  # a light diagonal stroke
             >>> x.shape, float(x.max()), float(x.min())
             ((1, 1, 28, 28), 1.0, -1.0)
         """
+        if self.image_input is not None:
+            return self.image_input(image, max_pixels=self.max_pixels)
+        self.require_pictures()
         return preprocess(image, invert=self.invert if invert is None else invert, max_pixels=self.max_pixels)
+
+    def require_pictures(self) -> None:
+        """Raise unless this export declares how a picture becomes its input (``paddle-mnist predict`` and
+        ``serve`` call it when they load the model, before any picture is read).
+
+        Raises:
+            ExportError: the metadata says arrays only (preprocessing ``'none'``), with how to re-export.
+
+        Examples:
+            >>> _example_predictor().require_pictures()   # a digit model: pictures welcome
+        """
+        if self.preprocessing == NONE:
+            raise ExportError(refuse_pictures_message(self.prefix, self.input_shape))
 
     def predict(self, image: ImageSource, *, invert: Invert | None = None) -> Prediction:
         """Classify one picture: an image file path, its bytes, a PIL image or a pixel array.
@@ -261,6 +285,12 @@ class Predictor:
         batch = np.concatenate([self.preprocess(image, invert=invert) for image in images])
         sources = [os.fspath(i) if isinstance(i, (str, os.PathLike)) else None for i in images]
         return self.predict_batch(batch, sources)
+
+
+def _picture_pipeline(metadata: dict[str, Any], input_shape: list[int]) -> tuple[str, ImageInput | None]:
+    """The preprocessing kind the export declares, and its :class:`ImageInput` for the ``image`` kind."""
+    kind = preprocessing_kind(metadata, input_shape)
+    return kind, ImageInput.from_metadata(metadata["preprocessing"]) if kind == IMAGE else None
 
 
 @functools.lru_cache(maxsize=1)

@@ -149,7 +149,10 @@ def plot_misclassified(
         figure.text(0.5, 0.5, "none", ha="center", va="center")
     for slot, index in enumerate(wrong):
         axes = figure.add_subplot(rows, columns, slot + 1)
-        axes.imshow(np.asarray(images[index]).reshape(28, 28), cmap="gray")
+        picture = np.asarray(images[index])
+        colour = picture.ndim == 3 and picture.shape[-1] == 3  # (H, W, 3) RGB pictures of a model of your own
+        axes.imshow(picture if colour else picture.reshape(picture.shape[-2:] if picture.ndim > 1 else (28, 28)),
+                    cmap=None if colour else "gray")  # fmt: skip
         axes.set_title(f"{class_names[labels[index]]} -> {class_names[predicted[index]]}", fontsize=8)
         axes.axis("off")
     figure.savefig(path)
@@ -169,7 +172,7 @@ def write_report(
 
     Args:
         directory (str|PathLike): created when missing.
-        images (np.ndarray): the evaluated images, ``(N, 28, 28)`` (raw pixels show best).
+        images (np.ndarray): the evaluated images, ``(N, 28, 28)`` (raw pixels show best), or ``(N, H, W, 3)`` RGB.
         labels (np.ndarray): true class ids, ``(N,)`` or ``(N, 1)``.
         predicted (np.ndarray): predicted class ids, same length.
         class_names (Sequence[str]): one name per class id.

@@ -5,7 +5,8 @@ Routes:
 - ``POST /predict``: one image as the raw request body (PNG, JPEG, BMP, GIF,
   TIFF, WebP: whatever ``paddle-mnist predict`` reads) or as a multipart form
   field named ``file``; answers like one record of ``predict --json``, plus
-  ``model_input``, the 28x28 picture the model saw (a PNG data URL);
+  ``model_input``, the picture the model saw (a PNG data URL: 28x28 for a digit
+  model, the declared size and colours for an ``image`` export);
 - ``GET /health``: 200 once the model is loaded (and has run once), with the
   batching statistics;
 - ``GET /metadata``: the model's ``prefix_meta.json``;
@@ -137,7 +138,7 @@ class _Service:
         self.read_timeout_s = read_timeout_s
         self.batcher = MicroBatcher(lambda batch: softmax(predictor.logits(batch)), max_batch=max_batch,
                                     max_wait_ms=max_wait_ms)  # fmt: skip
-        self.decoders = Decoders(decode_processes, max_pixels, predictor.invert)  # as Predictor.preprocess
+        self.decoders = Decoders(decode_processes, max_pixels, predictor.invert, predictor.image_input)
         self.name = Path(predictor.prefix).name  # never the full path: the service tells no file-system paths
         meta = metadata_path(predictor.prefix)
         self.meta = predictor.metadata if meta.is_file() else None

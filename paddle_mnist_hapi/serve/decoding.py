@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from paddle_mnist_hapi.data.dataset import MEAN, STD
+from paddle_mnist_hapi.deploy.image_input import ImageInput
 from paddle_mnist_hapi.deploy.preprocess import MAX_PIXELS, Invert, preprocess
 from paddle_mnist_hapi.errors import ImageError
 
@@ -48,8 +49,13 @@ Prepared = tuple[np.ndarray | None, str, int, str]
 """``(model input, model input as a PNG data URL, HTTP status, error message)``."""
 
 
-def prepare(data: bytes, max_pixels: int = MAX_PIXELS, invert: Invert = "auto") -> Prepared:
+def prepare(
+    data: bytes, max_pixels: int = MAX_PIXELS, invert: Invert = "auto", image_input: ImageInput | None = None
+) -> Prepared:
     """The model input for one upload, exactly as ``paddle-mnist predict`` makes it; or why not.
+
+    ``image_input`` is the export's declared preprocessing (``Predictor.image_input``); None
+    means the MNIST digit pipeline.
 
     The size is read from the header first: a picture over ``max_pixels`` is refused (413)
     without decoding a pixel. Every other unreadable upload is a 422 with
@@ -61,6 +67,9 @@ def prepare(data: bytes, max_pixels: int = MAX_PIXELS, invert: Invert = "auto") 
         message = f"The image is too large to decode safely: {shown}, at most {max_pixels:,} "
         return None, "", 413, message + "(decompression-bomb guard). Resize it first."
     try:
+        if image_input is not None:
+            image = image_input(data, max_pixels=max_pixels)
+            return image, _picture_data_url(image_input.picture(image)), 200, ""
         image = preprocess(data, invert=invert, max_pixels=max_pixels)
     except ImageError as exc:
         message = " ".join(str(exc).split()).replace(f"<{len(data)} bytes>", "the upload")
@@ -84,8 +93,13 @@ def _pixels_in_header(data: bytes) -> int | None:
 def _png_data_url(image: np.ndarray) -> str:
     """The normalized ``(1, 1, 28, 28)`` model input as a grayscale PNG data URL."""
     pixels = np.clip(np.round(image.reshape(28, 28) * STD + MEAN), 0, 255).astype(np.uint8)
+    return _picture_data_url(pixels)
+
+
+def _picture_data_url(pixels: np.ndarray) -> str:
+    """uint8 ``(H, W)`` or ``(H, W, 3)`` pixels as a PNG data URL."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels, "L").save(buffer, "PNG")
+    Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").save(buffer, "PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -103,6 +117,7 @@ class Decoders:
             0 decodes in 4 threads of this process.
         max_pixels (int, optional): passed to :func:`prepare`. Default: 50,000,000.
         invert (bool|str, optional): passed to :func:`prepare`. Default: ``'auto'``.
+        image_input (ImageInput, optional): passed to :func:`prepare`. Default: None (MNIST digits).
 
     Examples:
         >>> decoders = Decoders(0)
@@ -111,10 +126,17 @@ class Decoders:
         >>> decoders.close()
     """
 
-    def __init__(self, processes: int, max_pixels: int = MAX_PIXELS, invert: Invert = "auto") -> None:
+    def __init__(
+        self,
+        processes: int,
+        max_pixels: int = MAX_PIXELS,
+        invert: Invert = "auto",
+        image_input: ImageInput | None = None,
+    ) -> None:
         self.processes = processes
         self.max_pixels = max_pixels
         self.invert = invert
+        self.image_input = image_input
         self._executor = self._start()
 
     def _start(self) -> Executor:
@@ -130,7 +152,7 @@ class Decoders:
         loop = asyncio.get_running_loop()
         executor = self._executor
         try:
-            return await loop.run_in_executor(executor, prepare, data, self.max_pixels, self.invert)
+            return await loop.run_in_executor(executor, prepare, data, self.max_pixels, self.invert, self.image_input)
         except BrokenProcessPool:
             log.error("a decoding process died (on a %d-byte upload); starting new ones", len(data))
             if self._executor is executor:

@@ -2,8 +2,8 @@
 
 Everything that can fail because of the user's input fails before the first
 request is accepted, with one :class:`~paddle_mnist_hapi.errors.PaddleMnistError`:
-a missing or broken model (it is loaded and run once on a blank image), a port
-in use, a bad option.
+a missing or broken model (it is loaded and run once on a blank image), an export
+that declares no picture preprocessing (arrays only), a port in use, a bad option.
 
 Examples:
     >>> run_server("/no/such/model")
@@ -39,9 +39,10 @@ def load_checked_predictor(model: str | os.PathLike[str]) -> Predictor:
     """A :class:`Predictor` for ``model`` that has run once (a model that loads but cannot run fails here).
 
     Raises:
-        ExportError: the model is missing, unreadable, or fails on a blank input.
+        ExportError: the model is missing, unreadable, takes arrays only, or fails on a blank input.
     """
     predictor = Predictor(model, threads=1)
+    predictor.require_pictures()  # the service takes pictures: an arrays-only export is refused at start
     try:
         logits = predictor.logits(np.zeros((1, *predictor.input_shape), np.float32))
     except Exception as exc:
