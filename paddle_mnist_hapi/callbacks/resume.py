@@ -643,6 +643,12 @@ class ResumeCkpt(paddle.callbacks.Callback):
                 "new run from its weights in another directory: ResumeCkpt(new_save_dir, "
                 f"init_from={str(self.save_dir)!r}) (this run's checkpoints stay as they are)."
             )
+        threads_note = S.threads_change(saved_print, self._fingerprint)
+        if threads_note:
+            log.warning("ResumeCkpt: %s (%s): on CPUs where the thread count splits sums differently the run is no "
+                        "longer bit-identical to an uninterrupted one; set OMP_NUM_THREADS to match.",
+                        threads_note, chosen.path)  # fmt: skip
+            self.report["threads_changed"] = threads_note
         if schedule_note:
             log.warning(
                 "ResumeCkpt: the LR schedule changed since %s (%s); continuing at its step %s with the new settings.",
