@@ -627,7 +627,8 @@ def test_checkpoint_cost_bench_measures_every_model(tmp_path):
 @pytest.mark.parametrize(("ranks", "every"), [(1, 1), (2, 1), (2, 8)])
 def test_ranks_agree_on_a_stop_every_few_updates_and_at_every_epochs_end(tmp_path, ranks, every):
     """One process checks for a stop after every update; under the launcher the all-reduce that makes the
-    ranks agree runs after the number of updates the last agreement set, and on each epoch's last one."""
+    ranks agree runs after the number of updates the last agreement set, and on each epoch's last one (under a
+    real SIGTERM to 2 ranks: tests/test_resume_distributed.py, test_sigterm_with_fast_steps_...)."""
     from paddle_mnist_hapi.checkpoint.position import Position
 
     callback = ResumeCkpt(str(tmp_path))
