@@ -6,6 +6,7 @@ as a scheduler does: Paddle's DataLoader workers outlive a SIGKILLed trainer.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -23,7 +24,7 @@ SCRIPT = str(ROOT / "tests/scripts/resume_cell.py")
 # a kill point is drawn from this seed (and the cell's name); set RESUME_MATRIX_SEED to replay a failure
 SEED = int(os.environ.get("RESUME_MATRIX_SEED") or secrets.randbelow(1 << 30))
 # flags that change how a run checkpoints, not what it trains: runs that differ only in them share a reference
-CADENCE = {"--every-n-steps", "--sleep", "--max-time", "--raise-at"}
+CADENCE = {"--every-n-steps", "--sleep", "--max-time", "--raise-at", "--hold-at", "--agree-seconds", "--signals"}
 
 
 def env() -> dict[str, str]:
@@ -97,9 +98,52 @@ def wait_for_checkpoint(proc: subprocess.Popen, save_dir: Path, step: int, timeo
         time.sleep(0.02)
 
 
-def kill_step(name: str, total: int) -> int:
-    """A random global step in [1, total - 1] for this cell, from the session's seed."""
-    return random.Random(f"{SEED}/{name}").randint(1, total - 1)
+def kill_step(name: str, first: int, total: int) -> int:
+    """A random global step in [first, total - 1] for this cell, from the session's seed."""
+    return random.Random(f"{SEED}/{name}").randint(first, total - 1)
+
+
+def flag(args: list[str], name: str, default: str | None = None) -> str | None:
+    """The value that follows ``name`` in a cell's arguments."""
+    return args[args.index(name) + 1] if name in args else default
+
+
+def first_checkpoint(args: list[str], steps_per_epoch: int) -> int:
+    """The global step of the first checkpoint ResumeCkpt writes for a cell: ``--every-n-steps`` moves to the next
+    optimizer update (``--accumulate``) that is not an epoch's last batch; every epoch's end is saved anyway."""
+    every, accumulate, due = int(flag(args, "--every-n-steps", "0")), int(flag(args, "--accumulate", "1")), False
+    for step in itertools.count(1):
+        in_epoch = (step - 1) % steps_per_epoch + 1
+        due = due or (every > 0 and step % every == 0)
+        if in_epoch == steps_per_epoch or (due and in_epoch % accumulate == 0):
+            return step
+    raise AssertionError("unreachable")
+
+
+def release(out: Path) -> None:
+    """Let a run started with ``--hold-at`` go on."""
+    Path(f"{out}.release").touch()
+
+
+def kill_while_held(proc: subprocess.Popen, save_dir: Path, records_of: Path, step: int, tree: bool = False) -> int:
+    """SIGKILL a run that holds after global batch ``step`` (``--hold-at``) once it has written a checkpoint:
+    its process group (``tree``: a launcher and everything below it), whatever happens. Asserts it died of
+    the signal, not of anything else, and returns the global step of the newest checkpoint it left."""
+    try:
+        wait_for_step(proc, records_of, step)
+        wait_for_checkpoint(proc, save_dir, 1, timeout=120)
+    finally:
+        (kill_tree if tree else kill_group)(proc)
+    code, stderr = finish(proc)
+    assert code == -signal.SIGKILL, f"exit {code}, not SIGKILL\n{stderr[-2000:]}"
+    return int(max(save_dir.glob("ckpt-*")).name[5:])
+
+
+def assert_resumed(done: dict, step: int, note: str) -> None:
+    """The re-run resumed from the checkpoint at global step ``step`` (> 0), not from the start."""
+    report = done["report"]
+    assert step > 0 and report["resumed_from"] and report["resumed_from"].endswith(f"ckpt-{step:09d}"), note
+    assert report["global_step"] == step, note
 
 
 def reference_key(args: list[str]) -> tuple[str, ...]:

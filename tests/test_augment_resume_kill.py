@@ -45,23 +45,27 @@ def reference(tmp_path_factory) -> tuple[Path, dict]:
     return base / "run", _run(base / "ckpt", base / "run", env)
 
 
-@pytest.mark.parametrize("kill_after_step", [15, 25], ids=["mid-epoch-1", "early-epoch-2"])
-def test_killed_augmented_run_resumes_bit_identical(tmp_path, reference, subprocess_env, kill_after_step):
+@pytest.mark.parametrize("checkpoint_step", [15, 25], ids=["mid-epoch-1", "early-epoch-2"])
+def test_killed_augmented_run_resumes_bit_identical(tmp_path, reference, subprocess_env, checkpoint_step):
     ref_out, ref = reference
     save_dir, out = tmp_path / "ckpt", tmp_path / "run"
+    # the run holds after the batch that follows the checkpoint (written when that batch begins) until killed
     proc = subprocess.Popen(
-        _command(save_dir, out, "--sleep", "0.1"),
+        _command(save_dir, out, "--hold-at", str(checkpoint_step + 1)),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env, start_new_session=True,
     )  # fmt: skip
-    H.wait_for_checkpoint(proc, save_dir, kill_after_step, timeout=180)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        H.wait_for_checkpoint(proc, save_dir, checkpoint_step, timeout=180)
+    finally:
+        H.kill_group(proc)
+        code = proc.wait()
+    assert code == -signal.SIGKILL
     assert not Path(str(out) + ".npz").exists()
 
     done = _run(save_dir, out, subprocess_env)
-    resumed_step = int(Path(done["report"]["resumed_from"]).name[5:])
-    assert resumed_step >= kill_after_step and resumed_step % STEPS_PER_EPOCH != 0  # resumed mid-epoch
-    assert 0 < done["here"] < ref["here"]  # batches were skipped, not replayed
+    assert done["report"]["resumed_from"].endswith(f"ckpt-{checkpoint_step:09d}")
+    assert checkpoint_step % STEPS_PER_EPOCH != 0  # resumed mid-epoch
+    assert done["here"] == ref["here"] - checkpoint_step  # the batches after the checkpoint, no more
     assert done["total"] == ref["total"] == done["step"]
     expected = _params(ref_out)
     got = _params(out)

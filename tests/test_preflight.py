@@ -121,9 +121,24 @@ def test_float_labels_for_cross_entropy_are_refused_before_the_first_step(mnist_
     assert counter.batches == 0
 
 
+class RegressionMNIST(CourseDataset):
+    """The course's regression: the digit as a float target of shape [1], for square_error_cost."""
+
+    def __getitem__(self, idx):
+        image, label = super().__getitem__(idx)
+        return image, label.reshape([1])
+
+
 def test_float_labels_are_fine_for_a_loss_that_wants_them(mnist_train_small):
-    model = _model("linear", loss=paddle.nn.MSELoss())  # the course's square_error_cost
-    preflight.check_data(model, paddle.io.DataLoader(CourseDataset(mnist_train_small), batch_size=4))
+    net = paddle.nn.Sequential(paddle.nn.Flatten(), paddle.nn.Linear(784, 1))
+    specs = [InputSpec([None, 1, 28, 28], "float32", "image")], [InputSpec([None, 1], "float32", "label")]
+    model = paddle.Model(net, *specs)
+    model.prepare(paddle.optimizer.SGD(1e-3, parameters=net.parameters()), paddle.nn.MSELoss())  # square_error_cost
+    data = RegressionMNIST(MNIST.from_arrays(mnist_train_small.raw_images[:64], mnist_train_small.labels[:64]))
+    assert preflight.check_data(model, paddle.io.DataLoader(data, batch_size=16)) is None
+    counter = BatchCounter()
+    model.fit(data, batch_size=16, epochs=1, verbose=0, callbacks=[callbacks.NaNGuard(), counter])
+    assert counter.batches == 4  # every batch trained, nothing refused
 
 
 def test_eval_data_is_checked_at_train_begin_too(mnist_train_small):
@@ -160,9 +175,13 @@ def test_float64_samples_are_refused_before_the_first_step(mnist_train_small):
         _model().fit(small, batch_size=32, verbose=0, callbacks=[callbacks.NaNGuard()])
 
 
-def test_the_flat_preset_on_images_stays_accepted(mnist_train_small):
+def test_the_flat_preset_on_images_stays_accepted(tmp_path):
     # the library's MLPs flatten inside: [1, 28, 28] samples with the [None, 784] spec train and export
-    _model("mlp").fit(MNIST("train", limit=64), batch_size=32, verbose=0, callbacks=[callbacks.NaNGuard()])
+    model, counter = _model("mlp"), BatchCounter()
+    model.fit(MNIST("train", limit=64), batch_size=32, verbose=0, callbacks=[callbacks.NaNGuard(), counter])
+    assert counter.batches == 2
+    report = export_model(model, tmp_path / "mlp")  # reloaded with paddle.inference and compared
+    assert report.max_abs_diff < 1e-5 and report.metadata["input"]["shape"] == [-1, 784]
 
 
 def test_pil_samples_fail_at_train_begin_instead_of_hanging(subprocess_env):

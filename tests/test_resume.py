@@ -10,10 +10,11 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_mnist_hapi import MNIST, create_model, specs_for
+from paddle_mnist_hapi import MNIST, create_model, lenet, specs_for
 from paddle_mnist_hapi.callbacks import ResumeCkpt, StatefulCallback, load_weights
 from paddle_mnist_hapi.callbacks.eval_loss import mean_eval_loss
 from paddle_mnist_hapi.checkpoint import CheckpointStore
+from paddle_mnist_hapi.checkpoint.store import read_tensors
 from paddle_mnist_hapi.errors import CheckpointError, CheckpointMismatchError, ConfigError
 
 
@@ -121,6 +122,71 @@ def test_truncated_or_manifestless_checkpoints_are_skipped(tmp_path, train_data)
         load_weights(_model(), tmp_path)
 
 
+def test_retention_never_deletes_an_invalid_checkpoint(tmp_path, train_data):
+    _fit(_model(), train_data, ResumeCkpt(tmp_path, keep_last=5), epochs=2)
+    (tmp_path / "ckpt-000000004" / "manifest.json").unlink()  # invalid: left for a person to inspect
+    _fit(_model(), train_data, ResumeCkpt(tmp_path, keep_last=1), epochs=4)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-000000004", "ckpt-000000016"]
+
+
+class Raise(paddle.callbacks.Callback):
+    """Raises ``error`` in hook ``hook`` at the ``at``-th call."""
+
+    def __init__(self, hook: str, at: int, error: BaseException) -> None:
+        super().__init__()
+        self.calls, self.at, self.error = 0, at, error
+        setattr(self, hook, self._maybe_raise)
+
+    def _maybe_raise(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at:
+            raise self.error
+
+
+def test_ctrl_c_inside_fit_leaves_a_marked_checkpoint_and_the_rerun_is_exact(tmp_path, train_data):
+    paddle.seed(0)
+    reference = _fit(_model(), train_data, ResumeCkpt(tmp_path / "ref"), epochs=2)
+    paddle.seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_model(), train_data, ResumeCkpt(tmp_path / "run"), epochs=2,
+             extra=[Raise("on_train_batch_begin", 7, KeyboardInterrupt())])  # fmt: skip
+    state = json.loads((tmp_path / "run" / "ckpt-000000006" / "state.json").read_text())
+    assert state["crash"]["type"] == "KeyboardInterrupt" and state["global_step"] == 6
+    ckpt = ResumeCkpt(tmp_path / "run")
+    assert _equal(_fit(_model(), train_data, ckpt, epochs=2), reference)
+    assert ckpt.report["resumed_from"].endswith("ckpt-000000006")
+
+
+def test_an_exception_during_evaluation_writes_nothing_and_the_newest_checkpoint_stands(
+    tmp_path, train_data, eval_data, caplog
+):
+    paddle.seed(0)
+    reference = _fit(_model(), train_data, ResumeCkpt(tmp_path / "ref"), epochs=2, eval_data=eval_data)
+    paddle.seed(0)
+    failing = Raise("on_eval_batch_begin", 3, RuntimeError("bug in a callback"))  # epoch 2's evaluation
+    with caplog.at_level(logging.ERROR), pytest.raises(RuntimeError, match="bug in a callback"):
+        _fit(_model(), train_data, ResumeCkpt(tmp_path / "run"), epochs=2, eval_data=eval_data, extra=[failing])
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["ckpt-000000004"]  # epoch 1's, nothing newer
+    assert "in the middle of an optimizer step or an evaluation" in caplog.text and "ckpt-000000004" in caplog.text
+    ckpt = ResumeCkpt(tmp_path / "run")
+    assert _equal(_fit(_model(), train_data, ckpt, epochs=2, eval_data=eval_data), reference)
+    assert ckpt.report["resumed_from"].endswith("ckpt-000000004")
+
+
+@pytest.mark.parametrize("signals", [("SIGTERM",), ()], ids=["default", "empty"])
+def test_signals_are_caught_only_during_fit_and_empty_signals_leave_them_alone(tmp_path, train_data, signals):
+    import signal
+
+    class Handlers(paddle.callbacks.Callback):
+        def on_train_batch_begin(self, step, logs=None):
+            self.during = signal.getsignal(signal.SIGTERM)
+
+    before, seen = signal.getsignal(signal.SIGTERM), Handlers()
+    _fit(_model(), train_data, ResumeCkpt(tmp_path, signals=signals), epochs=1, extra=[seen])
+    assert (seen.during is before) == (signals == ())
+    assert signal.getsignal(signal.SIGTERM) is before  # given back when fit ends
+
+
 def test_mismatched_batch_size_is_refused_and_nothing_is_lost(tmp_path, train_data):
     _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=1)
     before = sorted(p.name for p in tmp_path.rglob("*"))
@@ -133,6 +199,91 @@ def test_mismatched_model_names_the_parameters(tmp_path, train_data):
     _fit(_model("lenet5"), train_data, ResumeCkpt(tmp_path), epochs=1)
     with pytest.raises(CheckpointMismatchError, match=r"network: checkpoint LeNet5, now MnistCNN.*init_from="):
         _fit(_model("mnist_cnn"), train_data, ResumeCkpt(tmp_path), epochs=2)
+
+
+def _setup(optimizer="adam", schedule="polynomial", accumulate=1, limit=256):
+    """_model with one thing of the setup changed, and the fit that goes with it."""
+    net = create_model("lenet5")
+    model = paddle.Model(net, *specs_for("lenet5"))
+    lr = {
+        "polynomial": paddle.optimizer.lr.PolynomialDecay(0.01, decay_steps=100, end_lr=0.001),
+        "cosine": paddle.optimizer.lr.CosineAnnealingDecay(0.01, T_max=100),
+    }[schedule]
+    make = {"adam": paddle.optimizer.Adam, "momentum": paddle.optimizer.Momentum}[optimizer]
+    model.prepare(make(lr, parameters=net.parameters()), paddle.nn.CrossEntropyLoss(), paddle.metric.Accuracy())
+    return lambda save_dir, epochs: model.fit(
+        MNIST("train", limit=limit), batch_size=64, epochs=epochs, verbose=0, accumulate_grad_batches=accumulate,
+        callbacks=[ResumeCkpt(save_dir)],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"optimizer": "momentum"}, r"optimizer: checkpoint Adam, now Momentum"),
+        ({"schedule": "cosine"}, r"lr_schedule: checkpoint \{[^}]*'PolynomialDecay'\}, now \{'type': 'CosineAnn"),
+        ({"limit": 192}, r"dataset_len: checkpoint 256, now 192"),
+        ({"accumulate": 2}, r"accumulate_grad_batches: checkpoint 1, now 2"),
+    ],
+    ids=["optimizer", "schedule type", "data size", "accumulate_grad_batches"],
+)
+def test_a_resume_into_another_setup_is_refused_and_nothing_is_lost(tmp_path, change, match):
+    """docs/checkpointing.md: another optimizer, schedule type, data size or accumulate_grad_batches in the same
+    directory is refused at the start of fit, naming what differs (batch size, network and world size: the
+    tests above and tests/test_resume_distributed.py)."""
+    _setup()(tmp_path, 1)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointMismatchError, match=match) as error:
+        _setup(**change)(tmp_path, 2)
+    assert "init_from=" in str(error.value)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing written or deleted
+
+
+def test_init_from_skips_the_weights_that_do_not_fit_and_reports_them(tmp_path, train_data):
+    old_dir = tmp_path / "pretrain"
+    _fit(_model(), train_data, ResumeCkpt(old_dir), epochs=1)
+    saved = {k: v.numpy() for k, v in read_tensors(old_dir / "ckpt-000000004" / "model.safetensors").items()}
+    five = np.asarray(train_data.labels).ravel() < 5  # fine-tune a 5-class head on the digits 0-4
+    digits = MNIST.from_arrays(train_data.raw_images[five], train_data.labels[five])
+    net = lenet.lenet5(num_classes=5)
+    model = paddle.Model(net, *specs_for("lenet5"))
+    model.prepare(paddle.optimizer.Adam(1e-3, parameters=net.parameters()), paddle.nn.CrossEntropyLoss())
+
+    class Loaded(paddle.callbacks.Callback):  # the weights as training starts, after ResumeCkpt's on_train_begin
+        def on_train_begin(self, logs=None):
+            self.weights = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+
+    ckpt, loaded = ResumeCkpt(tmp_path / "finetune", init_from=old_dir), Loaded()
+    model.fit(digits, batch_size=64, epochs=1, verbose=0, callbacks=[ckpt, loaded])
+    head = sorted(k for k in saved if list(saved[k].shape) != list(loaded.weights[k].shape))
+    assert len(head) == 2 and ckpt.report["weights_skipped"] == head  # the last Linear's weight and bias
+    assert all(np.array_equal(loaded.weights[k], saved[k]) for k in saved if k not in head)  # the rest, exactly
+
+
+def test_a_resume_with_another_thread_count_is_recorded_and_warned(tmp_path, train_data, caplog):
+    """On some CPUs another thread count changes the sums (docs/scale.md): the checkpoint records the count
+    (fingerprint ``cpu_threads``) and a resume with another one says so, never silently different."""
+    from paddle_mnist_hapi.parallel import apply_threads
+
+    def state(step):
+        return json.loads((tmp_path / f"ckpt-{step:09d}" / "state.json").read_text())
+
+    _fit(_model(), train_data, ResumeCkpt(tmp_path), epochs=1)
+    assert state(4)["fingerprint"]["cpu_threads"] == 1
+    same = ResumeCkpt(tmp_path)
+    _fit(_model(), train_data, same, epochs=2)
+    assert same.report["resumed_from"] and "threads_changed" not in same.report
+    apply_threads(2)
+    try:
+        other = ResumeCkpt(tmp_path)
+        with caplog.at_level(logging.WARNING, logger="paddle_mnist_hapi"):
+            _fit(_model(), train_data, other, epochs=3)
+    finally:
+        apply_threads(1)
+    assert other.report["resumed_from"].endswith("ckpt-000000008")  # resumed, not refused
+    assert other.report["threads_changed"] == "cpu_threads: checkpoint 1, now 2"
+    assert "cpu_threads: checkpoint 1, now 2" in caplog.text and "OMP_NUM_THREADS" in caplog.text
+    assert state(12)["fingerprint"]["cpu_threads"] == 2
 
 
 def test_init_from_starts_a_separate_run_that_a_rerun_continues(tmp_path, train_data):
@@ -476,7 +627,8 @@ def test_checkpoint_cost_bench_measures_every_model(tmp_path):
 @pytest.mark.parametrize(("ranks", "every"), [(1, 1), (2, 1), (2, 8)])
 def test_ranks_agree_on_a_stop_every_few_updates_and_at_every_epochs_end(tmp_path, ranks, every):
     """One process checks for a stop after every update; under the launcher the all-reduce that makes the
-    ranks agree runs after the number of updates the last agreement set, and on each epoch's last one."""
+    ranks agree runs after the number of updates the last agreement set, and on each epoch's last one (under a
+    real SIGTERM to 2 ranks: tests/test_resume_distributed.py, test_sigterm_with_fast_steps_...)."""
     from paddle_mnist_hapi.checkpoint.position import Position
 
     callback = ResumeCkpt(str(tmp_path))

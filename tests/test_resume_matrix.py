@@ -45,16 +45,15 @@ def test_sigkill_at_a_random_step_then_rerun_is_bit_identical(tmp_path, referenc
     args = CELLS[name]
     ref = references.get(args)
     total = H.result(ref)["total"]
-    step = H.kill_step(name, total)
+    first = H.first_checkpoint(args, H.result(ref)["steps_per_epoch"])
+    step = H.kill_step(name, first + 1, total)  # after the first checkpoint, so that the re-run resumes
     save_dir, out = tmp_path / "ckpt", tmp_path / "run"
-    proc = H.start(save_dir, out, [*args, "--sleep", "0.03"])
-    H.wait_for_step(proc, out, step)
-    H.kill_group(proc)
-    proc.wait()
+    proc = H.start(save_dir, out, [*args, "--hold-at", str(step)])
+    resumed = H.kill_while_held(proc, save_dir, out, step)
     done = H.run(save_dir, out, args)
-    resumed = done["report"]["global_step"] if done["report"]["resumed_from"] else 0
-    note = f"{name}: killed at step {step}, resumed at {resumed} (RESUME_MATRIX_SEED={H.SEED})"
-    assert done["here"] == total - resumed, note
+    note = f"{name}: killed after step {step}, resumed at {resumed} (RESUME_MATRIX_SEED={H.SEED})"
+    H.assert_resumed(done, resumed, note)
+    assert first <= resumed <= step and done["here"] == total - resumed, note
     H.assert_no_batch_repeated(out, resumed, total)
     H.assert_same_run(out, ref, note)
 
@@ -80,32 +79,47 @@ def test_extending_a_run_whose_schedule_is_sized_by_epochs_takes_the_new_length(
     assert sorted(p.name for p in save_dir.glob("ckpt-*"))[-1] == "ckpt-000000018"  # the same run, continued
 
 
-def test_sigterm_checkpoints_at_the_step_and_the_rerun_continues_exactly(tmp_path, references):
+@pytest.mark.parametrize(
+    ("sig", "at"), [("SIGTERM", None), ("SIGUSR1", None), ("SIGTERM", 5)], ids=["SIGTERM", "SIGUSR1", "epoch end"]
+)
+def test_a_stop_signal_checkpoints_at_the_next_step_and_the_rerun_continues_exactly(tmp_path, references, sig, at):
     ref = references.get([])
     total = H.result(ref)["total"]
-    step = H.kill_step("sigterm", total)
+    step = at or H.kill_step(sig, 1, total - 1)  # the stop, one step later, leaves the re-run a step or more
     save_dir, out = tmp_path / "ckpt", tmp_path / "run"
-    proc = H.start(save_dir, out, ["--sleep", "0.03"])
-    H.wait_for_step(proc, out, step)
-    H.kill_group(proc, signal.SIGTERM)
-    code, stderr = H.finish(proc)
-    assert code == 128 + signal.SIGTERM, stderr[-2000:]
+    signals = [] if sig == "SIGTERM" else ["--signals", "SIGTERM", sig]  # SIGTERM is the default
+    proc = H.start(save_dir, out, ["--hold-at", str(step), *signals])
+    try:
+        H.wait_for_step(proc, out, step)
+        H.kill_group(proc, getattr(signal, sig))
+        H.release(out)  # the signal arrived while batch `step` was held: training stops after the next one
+        code, stderr = H.finish(proc, timeout=120)
+    finally:
+        H.kill_group(proc)
+    assert code == 128 + getattr(signal, sig), stderr[-2000:]
     last = max(r["step"] for r in H.records(out) if "step" in r)
+    assert last == step + 1, f"{sig} during batch {step}; the run went on to {last}"
     newest = max(save_dir.glob("ckpt-*"))
     state = json.loads((newest / "state.json").read_text())
-    assert state["global_step"] == last and state["interrupted"] == "SIGTERM"  # saved at the step it stopped
+    assert state["global_step"] == last and state["interrupted"] == sig  # saved at the step it stopped
+    if last % H.result(ref)["steps_per_epoch"] == 0:  # on an epoch's last batch: its evaluation ran first
+        assert state["step_in_epoch"] == 0 and any(r.get("at") == last for r in H.records(out) if "eval" in r)
     done = H.run(save_dir, out, [])
-    assert done["report"]["global_step"] == last
+    H.assert_resumed(done, last, f"{sig} after step {step}")
     H.assert_no_batch_repeated(out, last, total)
-    H.assert_same_run(out, ref, f"SIGTERM after step {step}, stopped at {last}")
+    H.assert_same_run(out, ref, f"{sig} after step {step}, stopped at {last}")
 
 
 def test_max_time_stops_before_the_budget_with_a_checkpoint(tmp_path, references):
     ref = references.get([])
     save_dir, out = tmp_path / "ckpt", tmp_path / "run"
     stopped = H.run(save_dir, out, ["--sleep", "0.25", "--max-time", "4"])  # 18 batches: 4.5 s and more
-    assert stopped["report"]["stopped"] == "max_time" and stopped["fit_seconds"] < 4
-    assert 0 < stopped["total"] < H.result(ref)["total"]
+    # Counted in steps, not on the wall clock (a loaded machine makes steps slower, never faster): every step
+    # after the first takes >= 0.25 s, so the run had trained >= (n - 2) * 0.25 s when it checked after batch
+    # n - 1, and ResumeCkpt goes on only while that time + 2 * (longest step >= 0.25 + save >= 0.25) + 1 s is
+    # under the 4 s budget: it must stop by batch 9. Without the margin it would run to batch 16 or more.
+    assert stopped["report"]["stopped"] == "max_time", stopped["report"]
+    assert 0 < stopped["total"] <= 9, f"stopped after batch {stopped['total']}, {stopped['fit_seconds']:.2f} s"
     assert json.loads((max(save_dir.glob("ckpt-*")) / "state.json").read_text())["global_step"] == stopped["total"]
     H.run(save_dir, out, [])
     H.assert_no_batch_repeated(out, stopped["total"], H.result(ref)["total"])
@@ -130,12 +144,14 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path, ref
     save_dir, out = tmp_path / "ckpt", tmp_path / "run"
     monkeypatch.setenv("PADDLE_MNIST_HAPI_SLOW_CKPT_WRITE", "3")
     proc = H.start(save_dir, out, ["--every-n-steps", "4"])
-    deadline = time.monotonic() + 120
-    while not (list(save_dir.glob("ckpt-*")) and list(save_dir.glob(".tmp-*/state.json"))):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
-    H.kill_group(proc)
-    proc.wait()
+    try:
+        deadline = time.monotonic() + 120
+        while not (list(save_dir.glob("ckpt-*")) and list(save_dir.glob(".tmp-*/state.json"))):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        H.kill_group(proc)
+    assert proc.wait() == -signal.SIGKILL
     monkeypatch.delenv("PADDLE_MNIST_HAPI_SLOW_CKPT_WRITE")
     assert [c.name for c in save_dir.glob("ckpt-*")] == ["ckpt-000000004"]  # the half-written one is invisible
     done = H.run(save_dir, out, ["--every-n-steps", "4"])

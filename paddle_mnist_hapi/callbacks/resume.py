@@ -148,7 +148,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
             ``callbacks_restored`` / ``callbacks_fresh`` (when resumed: keys of the
             stateful callbacks given their state back / that the checkpoint had none
             for); ``schedule_changed`` (when the LR schedule's settings changed: the
-            difference); ``init_from`` and ``weights_skipped`` (when a new run started
+            difference); ``threads_changed`` (when resumed under another CPU thread
+            count: the difference, logged as a warning); ``init_from`` and ``weights_skipped`` (when a new run started
             from another run's weights: that checkpoint, and the weights that did not
             fit); ``stopped`` (None, or why training stopped before the end: a signal
             name, ``'max_time'``, or ``'callback'`` when a callback such as
@@ -671,6 +672,12 @@ class ResumeCkpt(paddle.callbacks.Callback):
                 "new run from its weights in another directory: ResumeCkpt(new_save_dir, "
                 f"init_from={str(self.save_dir)!r}) (this run's checkpoints stay as they are)."
             )
+        threads_note = S.threads_change(saved_print, self._fingerprint)
+        if threads_note:
+            log.warning("ResumeCkpt: %s (%s): on CPUs where the thread count splits sums differently the run is no "
+                        "longer bit-identical to an uninterrupted one; set OMP_NUM_THREADS to match.",
+                        threads_note, chosen.path)  # fmt: skip
+            self.report["threads_changed"] = threads_note
         if schedule_note:
             log.warning(
                 "ResumeCkpt: the LR schedule changed since %s (%s); continuing at its step %s with the new settings.",

@@ -14,7 +14,11 @@ Examples:
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,7 @@ from paddle_mnist_hapi.errors import CheckpointMismatchError
 __all__ = [
     "amp_level",
     "copy_metric_states",
+    "cpu_threads",
     "fingerprint",
     "fingerprint_diff",
     "jsonable_metric_states",
@@ -42,6 +47,7 @@ __all__ = [
     "set_numpy_rng_state",
     "set_rng_state",
     "set_scaler_state",
+    "threads_change",
 ]
 
 
@@ -358,6 +364,51 @@ def same_schedule_kind(saved: dict[str, Any] | None, current: dict[str, Any] | N
     return within(_kind(saved or {}), _kind(current or {}))
 
 
+def cpu_threads() -> int | None:
+    """The threads Paddle's CPU kernels use now: the OpenMP runtime's count (``OMP_NUM_THREADS``, or
+    ``paddle.base.core.set_num_threads`` after import), else ``OMP_NUM_THREADS``; None when neither says.
+
+    Examples:
+        >>> from paddle_mnist_hapi.parallel import apply_threads
+        >>> apply_threads(2); cpu_threads()
+        2
+        >>> apply_threads(1); cpu_threads()
+        1
+    """
+    runtime = _openmp_runtime()
+    if runtime is not None:
+        return int(ctypes.CDLL(runtime).omp_get_max_threads())
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() else None
+
+
+@functools.cache
+def _openmp_runtime() -> str | None:
+    """The OpenMP library Paddle loaded (Intel's ``libiomp5`` in the CPU wheel), read from ``/proc/self/maps``."""
+    maps = Path("/proc/self/maps")
+    for line in maps.read_text().splitlines() if maps.is_file() else []:
+        path = line.split()[-1]
+        if path.startswith("/") and Path(path).name.split(".so")[0] in ("libiomp5", "libgomp", "libomp"):
+            return path
+    return None
+
+
+def threads_change(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
+    """A change of ``cpu_threads`` between two fingerprints: a resume goes on, with a warning, because on some
+    CPUs (seen on AMD EPYC, not on Intel Xeon with MKL) another thread count splits floating-point sums
+    differently, so the run is no longer bit-identical to an uninterrupted one.
+
+    Examples:
+        >>> threads_change({"cpu_threads": 1}, {"cpu_threads": 2})
+        'cpu_threads: checkpoint 1, now 2'
+        >>> threads_change({}, {"cpu_threads": 2}) is None  # a checkpoint from before it was recorded
+        True
+    """
+    if saved.get("cpu_threads") is None or saved["cpu_threads"] == current.get("cpu_threads"):
+        return None
+    return f"cpu_threads: checkpoint {saved['cpu_threads']}, now {current.get('cpu_threads')}"
+
+
 def fingerprint(
     model: paddle.Model,
     *,
@@ -389,6 +440,7 @@ def fingerprint(
         "accumulate_grad_batches": int(getattr(model, "_accumulate", 1) or 1),
         **({"augment": augment} if augment is not None else {}),
         **({"amp_level": amp_level(model)} if amp_level(model) != "O0" else {}),  # O0: as before AMP was recorded
+        "cpu_threads": cpu_threads(),  # reported by threads_change, not refused by fingerprint_diff
     }
 
 
@@ -402,7 +454,7 @@ def fingerprint_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str
     out = []
     for key in sorted(set(saved) | set(current)):
         a, b = saved.get(key), current.get(key)
-        if a == b:
+        if a == b or key == "cpu_threads":
             continue
         if key == "parameters" and isinstance(a, dict) and isinstance(b, dict):
             changed = [n for n in sorted(set(a) | set(b)) if a.get(n) != b.get(n)]

@@ -16,8 +16,8 @@ export) it keeps Paddle's own code, so exported models are unchanged.
 
 **FusedSequential.** A ``paddle.nn.Sequential`` that runs each
 ``Conv2D → ReLU → MaxPool2D(2, 2)`` run of its children as
-``conv without bias → max pool → + bias → ReLU``. The values are the same
-bit for bit: a max commutes with adding one number to all its inputs (IEEE
+``conv without bias → max pool → + bias → ReLU``. The forward values are the
+same bit for bit: a max commutes with adding one number to all its inputs (IEEE
 rounding is monotone) and with ReLU (monotone). The bias add and the ReLU then
 touch a quarter of the elements, and the pool uses Paddle's
 ``max_pool2d_with_index``, whose gradient scatters through the saved argmax

@@ -235,3 +235,32 @@ def test_path_none_writes_metrics_jsonl_in_the_run_directory(tmp_path, mnist_tra
               callbacks=[metrics])  # fmt: skip
     assert metrics.path == tmp_path / "run" / "metrics.jsonl"
     assert [(r["kind"], r["step"]) for r in read_metrics(metrics.path)] == [("step", 2), ("epoch", 2)]
+
+
+def test_the_plots_are_drawn_in_another_process_and_fit_does_not_wait_for_them(
+    tmp_path, monkeypatch, mnist_train_small
+):
+    """README: plots drawn off the training thread. Every new Python process started with this environment
+    waits at start-up until a file exists (a sitecustomize on PYTHONPATH), so the plots cannot be there when
+    fit returns unless fit drew them itself; fit would hang if it waited for the plotting process."""
+    import os
+    import threading
+
+    site, gate = tmp_path / "site", tmp_path / "gate"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, time\nwhile not os.path.exists(os.environ['PLOT_GATE']):\n    time.sleep(0.02)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PLOT_GATE", str(gate))
+    hang_guard = threading.Timer(120, gate.touch)  # opens the gate if fit waits for the process after all
+    hang_guard.start()
+    try:
+        metrics = MetricsLog(tmp_path / "m.jsonl", plots_dir=tmp_path / "plots")
+        lenet().fit(first(mnist_train_small, 128), batch_size=64, verbose=0, callbacks=[metrics])
+        assert not gate.exists(), "fit waited for the plotting process"
+        assert not list(tmp_path.glob("plots/*.png"))  # fit has returned, the plots are still to come
+        gate.touch()
+        assert sorted(p.name for p in metrics.wait_plots(timeout=120)) == ["accuracy.png", "loss.png", "lr.png"]
+    finally:
+        hang_guard.cancel()

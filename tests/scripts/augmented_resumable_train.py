@@ -1,8 +1,9 @@
 """An augmented training run under ResumeCkpt; tests/test_augment_resume_kill.py runs it and kills it.
 
 LeNet-5 on a few hundred real MNIST images through ``InMemoryLoader(augment=Augment(...))``,
-shuffled, mid-epoch checkpoints, a stateful canary that counts batches (and can sleep so a
-test can kill it at a chosen point). Writes the final parameters to OUT.npz and counters to OUT.json.
+shuffled, mid-epoch checkpoints, a stateful canary that counts batches (and, with ``--hold-at K``,
+waits after global batch K until it is killed, so a test kills it at a chosen point). Writes the
+final parameters to OUT.npz and counters to OUT.json.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from paddle_mnist_hapi.data import Augment, InMemoryLoader
 class Canary(StatefulCallback):
     """Counts batches across resumes (state) and in this process (not state)."""
 
-    def __init__(self, sleep: float) -> None:
-        self.sleep = sleep
+    def __init__(self, sleep: float, hold_at: int | None = None) -> None:
+        self.sleep, self.hold_at = sleep, hold_at
         self.here = 0
         super().__init__()
 
@@ -41,6 +42,8 @@ class Canary(StatefulCallback):
         self.here += 1
         if self.sleep:
             time.sleep(self.sleep)
+        while self.total == self.hold_at:  # until the test kills this process
+            time.sleep(0.1)
 
 
 def main() -> None:
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--every-n-steps", type=int, default=5)
     parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--hold-at", type=int, default=None, help="wait after this global batch until killed")
     parser.add_argument("--no-augment", action="store_true", help="the same run without augmentation")
     args = parser.parse_args()
 
@@ -67,7 +71,7 @@ def main() -> None:
     )
     augment = None if args.no_augment else Augment(start_epoch=1, ramp_epochs=1)  # epoch-dependent strength too
     train = InMemoryLoader(MNIST("train", limit=args.limit), args.batch_size, augment=augment, seed=7)
-    canary = Canary(args.sleep)
+    canary = Canary(args.sleep, args.hold_at)
     ckpt = ResumeCkpt(args.save_dir, every_n_steps=args.every_n_steps, keep_last=3, monitor="acc")
     model.fit(
         train,

@@ -6,6 +6,11 @@ stateful canary callback (with tensor state) appends one line per batch to
 OUT.batches.jsonl (global step, digest, loss, acc, lr) and one per evaluation;
 at the end OUT.npz holds the parameters and optimizer state and OUT.json the
 counters, evaluate()'s result and ResumeCkpt's report.
+
+``--hold-at K`` makes the canary wait after batch K (global) until the file
+OUT.release exists: a test kills it there (SIGKILL), or signals it and then
+releases it, so the kill or the signal lands at batch K however loaded the
+machine is, and the run cannot finish first.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import paddle
 
 from paddle_mnist_hapi import MNIST, create_model, specs_for
 from paddle_mnist_hapi.callbacks import ResumeCkpt, StatefulCallback, current_lr
+from paddle_mnist_hapi.checkpoint import preemption
 from paddle_mnist_hapi.checkpoint.state import optimizer_tensors
 from paddle_mnist_hapi.data import InMemoryLoader
 
@@ -40,8 +46,9 @@ class CanaryLayer(paddle.nn.Layer):
 class Canary(StatefulCallback):
     """Counts batches across resumes (JSON state) and sums the batch digests (tensor state)."""
 
-    def __init__(self, layer: CanaryLayer, path: str, sleep: float, raise_at: int | None) -> None:
+    def __init__(self, layer: CanaryLayer, path: str, sleep: float, raise_at: int | None, hold: tuple | None) -> None:
         self.layer, self.path, self.sleep, self.raise_at = layer, path, sleep, raise_at
+        self.hold_at, self.release = hold or (None, None)
         self.here = 0
         super().__init__()
 
@@ -81,6 +88,9 @@ class Canary(StatefulCallback):
         })  # fmt: skip
         if self.sleep:
             time.sleep(self.sleep)
+        if self.total == self.hold_at:
+            while not os.path.exists(self.release):  # until the test has killed or signalled this process
+                time.sleep(0.01)
 
     def on_eval_end(self, logs=None):
         self.evals += 1
@@ -143,7 +153,12 @@ def main() -> None:
     parser.add_argument("--max-time", type=float, default=None)
     parser.add_argument("--raise-at", type=int, default=None)
     parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--hold-at", type=int, default=None, help="wait after this global batch for OUT.release")
+    parser.add_argument("--signals", nargs="+", default=None, help="ResumeCkpt(signals=...)")
+    parser.add_argument("--agree-seconds", type=float, default=None, help="checkpoint.preemption.AGREE_SECONDS")
     args = parser.parse_args()
+    if args.agree_seconds is not None:
+        preemption.AGREE_SECONDS = args.agree_seconds
 
     paddle.seed(0)
     np.random.seed(0)
@@ -160,11 +175,15 @@ def main() -> None:
         paddle.metric.Accuracy(),
     )
     rank, nranks = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
+    per_rank = -(-len(dataset) // nranks)  # what one rank's DistributedBatchSampler takes
+    steps_per_epoch = per_rank // args.batch_size if args.drop_last else -(-per_rank // args.batch_size)
     out = args.out if nranks == 1 else f"{args.out}.rank{rank}"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    canary = Canary(canary_layer, out + ".batches.jsonl", args.sleep, args.raise_at)
+    hold = (args.hold_at, args.out + ".release") if args.hold_at is not None else None
+    canary = Canary(canary_layer, out + ".batches.jsonl", args.sleep, args.raise_at, hold)
+    signals = {"signals": args.signals} if args.signals else {}
     ckpt = ResumeCkpt(args.save_dir, every_n_steps=args.every_n_steps, keep_last=2, monitor="acc",
-                      max_time=args.max_time)  # fmt: skip
+                      max_time=args.max_time, **signals)  # fmt: skip
     started = time.monotonic()
     model.fit(
         train_data(args, dataset),
@@ -190,6 +209,7 @@ def main() -> None:
             "digest_sum": canary.digest_sum.numpy().tolist(), "report": ckpt.report, "step": ckpt.global_step,
             "saved": str(ckpt.last_saved) if ckpt.last_saved else None, "pid": os.getpid(),
             "evaluate": {k: np.asarray(v).tolist() for k, v in evaluation.items()}, "fit_seconds": fit_seconds,
+            "steps_per_epoch": steps_per_epoch,
         }, fh)  # fmt: skip
 
 
