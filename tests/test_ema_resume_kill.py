@@ -4,7 +4,6 @@ averaged weights bit-identical to an uninterrupted run (real subprocesses, real 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -42,19 +41,20 @@ def test_sigkilled_run_with_ema_resumes_bit_identical(tmp_path, subprocess_env):
 
     save_dir, out = tmp_path / "ckpt", tmp_path / "run"
     proc = subprocess.Popen(
-        _command(save_dir, out, "--sleep", "0.1"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=subprocess_env, start_new_session=True,
+        _command(save_dir, out, "--hold-at", "13"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=subprocess_env, start_new_session=True,
     )  # fmt: skip
-    try:  # kill mid-way through epoch 2, after a mid-epoch checkpoint of it
-        H.wait_for_checkpoint(proc, save_dir, 12, timeout=120)
+    try:  # held after batch 13 of epoch 2, after its mid-epoch checkpoint at step 12
+        H.wait_for_checkpoint(proc, save_dir, 12, timeout=240)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        H.kill_group(proc)
+    code, stderr = H.finish(proc)
+    assert code == -signal.SIGKILL, f"exit {code}, not SIGKILL\n{stderr[-2000:]}"
     assert not Path(str(out) + ".json").exists()
 
     done = _run(save_dir, out, subprocess_env)
     assert done["report"]["resumed_from"] is not None and "EMA" in done["report"]["callbacks_restored"]
-    assert 0 < done["here"] < 30  # it really resumed: fewer batches ran in the second process
+    assert done["report"]["global_step"] == 12 and done["here"] == 30 - 12  # resumed at the checkpoint of step 12
     assert done["updates"] == reference["updates"]
     _same(out, tmp_path / "ref", ".params.npz")
     _same(out, tmp_path / "ref", ".ema.npz")

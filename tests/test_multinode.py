@@ -7,6 +7,7 @@ the library's error, together: no rank trains, none hangs in gloo or aborts."""
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 from pathlib import Path
@@ -18,7 +19,8 @@ from conftest import PYTHON
 
 pytestmark = pytest.mark.slow
 
-TOTAL = 9  # global steps: 192 images, 32 a batch per rank, 2 ranks, 3 epochs
+ARGS = ["--every-n-steps", "2"]
+STEPS_PER_EPOCH, TOTAL = 3, 9  # global steps: 192 images, 32 a batch per rank, 2 ranks, 3 epochs
 
 
 def free_port() -> int:
@@ -65,18 +67,22 @@ def run_nodes(save_dirs: list[Path], out: Path, args: list[str], logs: Path) -> 
 def test_two_nodes_killed_then_resumed_end_bit_identical(tmp_path):
     shared = tmp_path / "shared" / "ckpt"  # both nodes' save_dir: the same directory (shared storage)
     # the reference: the same 2 ranks on one machine, uninterrupted
-    H.run(tmp_path / "ref" / "ckpt", tmp_path / "ref" / "out", ["--every-n-steps", "2"], launch_dir=tmp_path / "ref")
-    step = H.kill_step("2 nodes SIGKILL", 7)  # in [1, 6]: the run has steps left when it is killed
-    nodes = start_nodes([shared] * 2, tmp_path / "out", ["--every-n-steps", "2", "--sleep", "0.1"], tmp_path / "run")
+    H.run(tmp_path / "ref" / "ckpt", tmp_path / "ref" / "out", ARGS, launch_dir=tmp_path / "ref")
+    first = H.first_checkpoint(ARGS, STEPS_PER_EPOCH)
+    step = H.kill_step("2 nodes SIGKILL", first + 1, TOTAL)  # held after a batch that follows a checkpoint
+    nodes = start_nodes([shared] * 2, tmp_path / "out", [*ARGS, "--hold-at", str(step)], tmp_path / "run")
     try:
-        H.wait_for_checkpoint(nodes[0], shared, step)
+        H.wait_for_step(nodes[0], tmp_path / "out.rank0", step)
+        H.wait_for_checkpoint(nodes[0], shared, first)
     finally:
         for node in nodes:  # both machines lose power
             H.kill_tree(node)
-            node.wait()
+    for node in nodes:
+        code, stderr = H.finish(node)
+        assert code == -signal.SIGKILL, f"exit {code}, not SIGKILL\n{stderr[-2000:]}"
     saved = max(int(c.name[5:]) for c in shared.glob("ckpt-*"))
-    assert step <= saved < TOTAL
-    run_nodes([shared] * 2, tmp_path / "out", ["--every-n-steps", "2"], tmp_path / "rerun")
+    assert first <= saved <= step < TOTAL
+    run_nodes([shared] * 2, tmp_path / "out", ARGS, tmp_path / "rerun")
     for rank in (0, 1):
         mine, theirs = tmp_path / f"out.rank{rank}", tmp_path / "ref" / f"out.rank{rank}"
         report = H.result(mine)["report"]

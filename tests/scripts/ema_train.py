@@ -21,16 +21,16 @@ from paddle_mnist_hapi.schedules import polynomial_decay
 
 
 class Pace(paddle.callbacks.Callback):
-    """Counts the batches this process trained; sleeps after each so that a test can kill it mid-run."""
+    """Counts the batches this process trained; with ``hold_at``, waits after that batch until killed."""
 
-    def __init__(self, sleep: float) -> None:
+    def __init__(self, hold_at: int | None) -> None:
         super().__init__()
-        self.sleep, self.here = sleep, 0
+        self.hold_at, self.here = hold_at, 0
 
     def on_train_batch_end(self, step, logs=None):
         self.here += 1
-        if self.sleep:
-            time.sleep(self.sleep)
+        while self.here == self.hold_at:  # a test kills this process here, wherever the machine's load put it
+            time.sleep(0.05)
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--save-dir", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--sleep", type=float, default=0.0)
+    parser.add_argument("--hold-at", type=int, default=None, help="wait after this batch until killed")
     args = parser.parse_args()
 
     paddle.seed(0)
@@ -53,7 +53,7 @@ def main() -> None:
     )
     ema = EMA(decay=0.9, keep="trained")
     ckpt = ResumeCkpt(args.save_dir, every_n_steps=4, keep_last=2)
-    pace = Pace(args.sleep)
+    pace = Pace(args.hold_at)
     model.fit(
         MNIST("train", limit=640),
         MNIST("test", limit=128),
