@@ -173,6 +173,37 @@ def test_an_exception_during_evaluation_writes_nothing_and_the_newest_checkpoint
     assert ckpt.report["resumed_from"].endswith("ckpt-000000004")
 
 
+@pytest.mark.parametrize("first", [False, True], ids=["after ResumeCkpt", "before ResumeCkpt"])
+@pytest.mark.parametrize("hook", ["on_epoch_begin", "on_epoch_end", "on_eval_begin", "on_eval_end"])
+def test_an_exception_in_an_epoch_level_hook_undoes_everything_and_the_rerun_is_exact(
+    tmp_path, train_data, eval_data, hook, first
+):
+    """Outside hapi's per-epoch runner too (another callback's epoch or evaluation hook): the signal
+    handlers and hapi's patched loop are given back, and the newest checkpoint resumes exactly."""
+    import signal
+
+    paddle.seed(0)
+    reference = _fit(_model(), train_data, ResumeCkpt(tmp_path / "ref"), epochs=3, eval_data=eval_data)
+    paddle.seed(0)
+    model, ckpt = _model(), ResumeCkpt(tmp_path / "run")
+    failing = Raise(hook, 2, RuntimeError("bug in a callback"))  # in epoch 2 (epoch 1's hook for begin hooks)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(RuntimeError, match="bug in a callback"):
+        model.fit(train_data, eval_data, batch_size=64, epochs=3, verbose=0,
+                  callbacks=[failing, ckpt] if first else [ckpt, failing])  # fmt: skip
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler ResumeCkpt installed is gone
+    assert "guard_epochs" not in model._run_one_epoch.__qualname__  # hapi's loop without ResumeCkpt's guard
+    # epoch 1's checkpoint is written when epoch 2 begins (not when the failing hook runs before ResumeCkpt's);
+    # a failure before ResumeCkpt's on_epoch_end leaves a crash checkpoint of the trained epoch
+    written = sorted(p.name for p in (tmp_path / "run").glob("ckpt-*"))
+    expected = {("on_epoch_begin", True): [], ("on_epoch_end", True): ["ckpt-000000004", "ckpt-000000008"]}
+    assert written == expected.get((hook, first), ["ckpt-000000004"])
+    paddle.seed(0)
+    rerun = ResumeCkpt(tmp_path / "run")
+    assert _equal(_fit(_model(), train_data, rerun, epochs=3, eval_data=eval_data), reference)
+    assert (rerun.report["resumed_from"] or "").endswith(written[-1] if written else "")
+
+
 @pytest.mark.parametrize("signals", [("SIGTERM",), ()], ids=["default", "empty"])
 def test_signals_are_caught_only_during_fit_and_empty_signals_leave_them_alone(tmp_path, train_data, signals):
     import signal

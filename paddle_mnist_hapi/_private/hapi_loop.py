@@ -227,25 +227,42 @@ def show_position(callbacks: Any, step_in_epoch: int) -> None:
             callback.train_step = step_in_epoch
 
 
-def guard_epochs(model: paddle.Model, on_error: Callable[[BaseException], None]) -> Callable[[], None]:
-    """Call ``on_error(exc)`` when a training or evaluation epoch of ``model.fit`` raises; return an undo.
+def guard_epochs(
+    model: paddle.Model, on_error: Callable[[BaseException], None], callback_list: Any = None
+) -> Callable[[], None]:
+    """Call ``on_error(exc)`` when ``model.fit`` raises inside an epoch or an epoch-level hook; return an undo.
 
-    hapi calls no callback on an exception; its per-epoch runner is the one
-    place every batch, data-loading step and batch callback goes through.
+    hapi calls no callback on an exception. Its per-epoch runner is the one place every
+    batch, data-loading step and batch callback goes through; ``callback_list``'s
+    epoch-level dispatch (``on_begin``/``on_end`` of training and evaluation,
+    ``on_epoch_begin``/``on_epoch_end``) covers an exception in any callback's other hooks.
     """
     original = model._run_one_epoch
     patched_before = model.__dict__.get("_run_one_epoch")  # another wrapper (e.g. the mean evaluation loss)
+    active = True
 
-    def run_one_epoch(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return original(*args, **kwargs)
-        except BaseException as exc:
-            on_error(exc)
-            raise
+    def guarded(call: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return call(*args, **kwargs)
+            except BaseException as exc:
+                if active:  # not after the undo (an on_train_end after ResumeCkpt's own)
+                    on_error(exc)
+                raise
 
+        return run
+
+    run_one_epoch = guarded(original)
     model._run_one_epoch = run_one_epoch
+    hooks = ("on_begin", "on_end", "on_epoch_begin", "on_epoch_end") if callback_list is not None else ()
+    for name in hooks:
+        setattr(callback_list, name, guarded(getattr(callback_list, name)))
 
     def undo() -> None:
+        nonlocal active
+        active = False
+        for name in hooks:
+            callback_list.__dict__.pop(name, None)
         if model.__dict__.get("_run_one_epoch") is run_one_epoch:
             if patched_before is None:
                 del model._run_one_epoch

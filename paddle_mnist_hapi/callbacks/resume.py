@@ -466,7 +466,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
             self._undo.append(lambda: hapi_loop.uninstall(loop.eval_loader))
         self._set_workers(on=False)
         self._undo.append(lambda: self._set_workers(on=True))
-        self._undo.append(hapi_loop.guard_epochs(self.model, self._on_error))
+        self._undo.append(hapi_loop.guard_epochs(self.model, self._on_error, loop.callbacks))
         updater = self.model._adapter if static_graph.is_static(self.model) else self.model._optimizer
         self._undo.append(hapi_loop.watch_updates(updater, self._on_update))
         self._undo.append(hapi_loop.number_batches(loop.callbacks, lambda: self._step_offset, self._after_train_batch))
