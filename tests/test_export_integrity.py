@@ -172,3 +172,66 @@ def test_an_export_without_sha256_still_loads_with_a_warning(tmp_path, caplog):
     assert predictor.class_names == OLD_NAMES
     assert "records no sha256 of the model files" in caplog.text and "Export the model again" in caplog.text
     assert run_predictor(load_inference_predictor(tmp_path / "m"), BATCH).shape == (4, 10)
+
+
+def test_a_bare_model_save_without_metadata_loads_as_it_is(tmp_path, caplog):
+    model = _lenet(1)
+    model.save(str(tmp_path / "bare"), training=False)
+    with caplog.at_level("WARNING", logger="paddle_mnist_hapi"):
+        predictor = Predictor(tmp_path / "bare")
+    assert predictor.metadata == {} and predictor.class_names == [str(i) for i in range(10)]
+    assert "sha256" not in caplog.text
+    model.network.eval()
+    assert np.allclose(predictor.logits(BATCH), model.network(paddle.to_tensor(BATCH)).numpy(), atol=1e-4)
+
+
+def test_the_loaded_model_is_the_checked_bytes_whatever_happens_at_the_prefix_meanwhile(mixed, tmp_path, monkeypatch):
+    from paddle_mnist_hapi.deploy import export
+
+    whole = shutil.copytree(mixed / "whole", tmp_path / "whole")
+    expected = Predictor(whole / "m").logits(BATCH)
+    create = export._create_predictor
+
+    def replaced_after_the_check(*args):
+        shutil.copy(whole / "other.pdiparams", whole / "m.pdiparams")  # another export's weights, just checked
+        return create(*args)
+
+    monkeypatch.setattr(export, "_create_predictor", replaced_after_the_check)
+    predictor = Predictor(whole / "m")
+    assert predictor.class_names == OLD_NAMES and np.array_equal(predictor.logits(BATCH), expected)
+    monkeypatch.undo()
+    with pytest.raises(ExportError, match=MIXED):
+        Predictor(whole / "m")  # the next load reads the replaced file and refuses it
+
+
+@pytest.mark.skipif(not onnx_available(), reason="the onnx extra (paddle2onnx, onnxruntime) is missing")
+def test_onnx_export_records_nothing_when_the_export_is_replaced_during_the_conversion(tmp_path, monkeypatch):
+    from paddle_mnist_hapi.deploy import onnx_export
+
+    export_model(_lenet(1), tmp_path / "m", class_names=OLD_NAMES)
+    convert = onnx_export._convert
+
+    def another_export_meanwhile(*args, **kwargs):
+        export_model(_lenet(2), tmp_path / "m", class_names=NEW_NAMES)  # a real export, while converting
+        return convert(*args, **kwargs)
+
+    monkeypatch.setattr(onnx_export, "_convert", another_export_meanwhile)
+    with pytest.raises(ExportError, match=r"was replaced while it was converted .* run the ONNX export again"):
+        export_onnx(tmp_path / "m")
+    assert not (tmp_path / "m.onnx").exists()
+    meta = json.loads((tmp_path / "m_meta.json").read_text())
+    assert meta["class_names"] == NEW_NAMES and "onnx" not in meta  # the new export, untouched
+    assert Predictor(tmp_path / "m").class_names == NEW_NAMES
+
+
+def test_the_load_check_bench_measures_both_loads(tmp_path):
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("export_load_check", ROOT / "bench" / "export_load_check.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.measure("lenet5", 2, str(tmp_path))
+    assert result["rounds"] == 2 and result["model_files_mb"] > 0.1
+    assert 0 < result["check_ms"] and 0 < result["unchecked_ms"] and 0 < result["checked_ms"] and result["ratio"] > 0
