@@ -50,6 +50,7 @@ __all__ = [
     "METADATA_SUFFIX",
     "Comparison",
     "ExportReport",
+    "check_tolerances",
     "compare_outputs",
     "export_model",
     "load_export",
@@ -408,8 +409,7 @@ def export_model(
     problem = spec_mismatch(model)
     if problem is not None:
         raise ExportError(f"Cannot export: {problem}. {spec_fix(sample[0] if sample is not None else None)}")
-    if (atol is not None and not atol >= 0) or not rtol >= 0:
-        raise ExportError(f"atol and rtol must be >= 0. Received: atol={atol!r}, rtol={rtol!r}")
+    check_tolerances(atol, rtol)
     described = resolve_preprocessing(preprocessing, list(model._inputs[0].shape)[1:])
     prefix = str(prefix)
     final = Path(prefix)
@@ -493,6 +493,20 @@ def _paddle_comparison(prefix: str) -> Comparison:
         "randomness; make them paddle operations (see paddle.jit.to_static's limits).",
         outcome=f"Nothing was written at {prefix}: an earlier export there is unchanged.",
     )
+
+
+def check_tolerances(atol: float | None, rtol: float) -> None:
+    """Raise ``ExportError`` unless ``atol`` (None: scaled) and ``rtol`` are tolerances :func:`compare_outputs` takes.
+
+    Examples:
+        >>> check_tolerances(None, 1e-5)
+        >>> check_tolerances(-1.0, 1e-5)
+        Traceback (most recent call last):
+        ...
+        paddle_mnist_hapi.errors.ExportError: atol and rtol must be >= 0. Received: atol=-1.0, rtol=1e-05
+    """
+    if (atol is not None and not atol >= 0) or not rtol >= 0:
+        raise ExportError(f"atol and rtol must be >= 0. Received: atol={atol!r}, rtol={rtol!r}")
 
 
 def compare_outputs(

@@ -46,6 +46,7 @@ from paddle_mnist_hapi.deploy.export import (
     DEFAULT_RTOL,
     Comparison,
     _create_predictor,
+    check_tolerances,
     compare_outputs,
     metadata_path,
     read_metadata,
@@ -226,8 +227,7 @@ def export_onnx(
         raise ExportError(f"paddle2onnx is not installed, so ONNX export is unavailable. {_INSTALL_HINT}.") from exc
     prefix = os.fspath(prefix)
     output = os.fspath(output) if output is not None else prefix + ".onnx"
-    if (atol is not None and not atol >= 0) or not rtol >= 0:
-        raise ExportError(f"atol and rtol must be >= 0. Received: atol={atol!r}, rtol={rtol!r}")
+    check_tolerances(atol, rtol)
     if not OPSET_RANGE[0] <= opset_version <= OPSET_RANGE[1]:
         raise ExportError(
             f"paddle2onnx {paddle2onnx.__version__} writes ONNX opsets {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (outside "
