@@ -111,6 +111,7 @@ def test_an_export_killed_between_its_renames_is_refused_never_used_mixed(
 
     _export_killed_after(moves, target / "m", tmp_path / "new.pdparams", subprocess_env)
     assert _outcome(target / "m", old, new) == "refused"
+    assert len(list(target.glob(".m.export-*"))) == 1  # the killed export's temporary directory stays behind
     with pytest.raises(ExportError, match=MIXED):
         load_inference_predictor(target / "m")
     with pytest.raises(ExportError, match=MIXED):
