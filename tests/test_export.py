@@ -144,6 +144,35 @@ def test_failed_onnx_conversion_is_an_export_error(tmp_path):
         _convert(str(tmp_path / "bad"), 13)
 
 
+@needs_onnx
+def test_onnx_export_verifies_by_export_models_rule_a_model_with_logits_above_1e4(tmp_path):
+    net = create_model("lenet5")
+    head = [layer for layer in net.sublayers() if isinstance(layer, paddle.nn.Linear)][-1]
+    head.weight.set_value(head.weight.numpy() * 1e4)  # logits of order 1e4, as after an unstable epoch
+    export_model(paddle.Model(net, *specs_for("lenet5")), tmp_path / "m")
+    sample = np.random.default_rng(2).uniform(-1, 1, (16, 1, 28, 28)).astype(np.float32)
+    paddle_logits = run_predictor(load_inference_predictor(tmp_path / "m"), sample)
+    assert np.abs(paddle_logits).max() > 1e4
+
+    report = export_onnx(tmp_path / "m", sample=sample)
+    assert report.max_abs_diff > 1e-5  # float32 rounding at this scale: the old fixed absolute 1e-5 refused it
+    assert report.max_rel_diff < 1e-6
+    tolerance = json.loads((tmp_path / "m_meta.json").read_text())["onnx"]["verified"]["tolerance"]
+    assert tolerance == report.tolerance
+    assert tolerance["rule"].startswith("numpy.allclose: |onnx - paddle.inference| <= atol + rtol * ")
+    assert tolerance["rtol"] == 1e-5 and tolerance["atol_given"] is None
+    assert tolerance["atol"] == pytest.approx(1e-5 * np.abs(paddle_logits).max(), rel=1e-6)  # export_model's scaling
+    onnx_logits = run_onnx(load_onnx_session(report.path), sample)
+    assert np.allclose(onnx_logits, paddle_logits, rtol=tolerance["rtol"], atol=tolerance["atol"])
+
+    with pytest.raises(ExportError, match=r"The ONNX model disagrees with paddle\.inference on output 0") as error:
+        export_onnx(tmp_path / "m", tmp_path / "strict.onnx", sample=sample, atol=0.0, rtol=0.0)
+    message = str(error.value)
+    assert "allowed |diff| <= atol + rtol * |paddle.inference| = 0 + 0 *" in message
+    assert "float32 rounding" in message and "export_onnx(..., rtol=0.0001)" in message
+    assert not (tmp_path / "strict.onnx").exists()
+
+
 def test_onnx_export_without_the_extra_says_how_to_install(monkeypatch, tmp_path):
     import sys
 

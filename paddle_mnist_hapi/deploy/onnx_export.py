@@ -5,9 +5,13 @@ paddle2onnx 2.1.0 and onnxruntime 1.31.1). :func:`export_onnx` converts
 ``prefix.json`` + ``prefix.pdiparams`` with paddle2onnx in a child process
 (it prints, exits and even aborts on failures; its graph optimizer is switched
 off: it would try to ``pip install`` packages at run time), runs
-the result with onnxruntime and compares it with ``paddle.inference`` on the
-same inputs at batch size 1 and N, then records the outcome in
-``prefix_meta.json``.
+the result with onnxruntime and compares every output with ``paddle.inference`` on the
+same inputs at batch size 1 and N, by the rule ``export_model`` uses (``numpy.allclose``,
+``atol`` scaled with the outputs unless given: :func:`~paddle_mnist_hapi.deploy.export.compare_outputs`),
+then records the outcome in ``prefix_meta.json``. The Paddle export is read once and
+checked against the sha256 its metadata records
+(:func:`~paddle_mnist_hapi.deploy.export.verified_copy`); both the reference predictor
+and the conversion use that checked copy.
 
 Examples:
     >>> import tempfile, paddle
@@ -17,7 +21,7 @@ Examples:
     >>> _ = export_model(paddle.Model(create_model("lenet5"), *specs_for("lenet5")), prefix)
     >>> if onnx_available():
     ...     report = export_onnx(prefix)
-    ...     assert report.max_abs_diff < 1e-5 and report.path.endswith(".onnx")
+    ...     assert report.max_rel_diff < 1e-5 and report.path.endswith(".onnx")
 """
 
 from __future__ import annotations
@@ -32,13 +36,23 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from paddle_mnist_hapi.deploy.export import DEFAULT_TOLERANCE, load_inference_predictor, metadata_path, run_predictor
+from paddle_mnist_hapi.deploy.export import (
+    DEFAULT_RTOL,
+    Comparison,
+    _create_predictor,
+    check_tolerances,
+    compare_outputs,
+    metadata_path,
+    read_metadata,
+    run_predictor_outputs,
+    verified_copy,
+)
 from paddle_mnist_hapi.errors import ExportError
 
 __all__ = ["DEFAULT_OPSET", "OnnxExportReport", "export_onnx", "load_onnx_session", "onnx_available", "run_onnx"]
@@ -74,6 +88,8 @@ class OnnxExportReport:
     max_abs_diff: float
     batch_sizes: list[int]
     versions: dict[str, str]
+    max_rel_diff: float = 0.0
+    tolerance: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
@@ -106,8 +122,8 @@ def _last_error(output: str) -> str:
     return lines[-1].strip(" .") if lines else "no message"
 
 
-def _convert(prefix: str, opset_version: int) -> tuple[bytes, int]:
-    """``(onnx bytes, opset written)``; paddle2onnx runs in a child process."""
+def _convert(prefix: str, opset_version: int, shown: str | None = None) -> tuple[bytes, int]:
+    """``(onnx bytes, opset written)``; paddle2onnx runs in a child process (``shown``: the prefix in errors)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "model.onnx")
         command = [sys.executable, "-c", _CONVERT, prefix + ".json", prefix + ".pdiparams", out, str(opset_version)]
@@ -118,7 +134,7 @@ def _convert(prefix: str, opset_version: int) -> tuple[bytes, int]:
         if proc.returncode != 0 or not os.path.isfile(out):
             how = f"exit code {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
             raise ExportError(
-                f"paddle2onnx could not convert {prefix} to ONNX opset {opset_version} ({how}): "
+                f"paddle2onnx could not convert {shown or prefix} to ONNX opset {opset_version} ({how}): "
                 f"{_last_error(output)}. Try another --opset ({OPSET_RANGE[0]}..{OPSET_RANGE[1]}), or deploy "
                 "the Paddle export with paddle.inference."
             )
@@ -183,9 +199,14 @@ def export_onnx(
     opset_version: int = DEFAULT_OPSET,
     sample: np.ndarray | None = None,
     batch_sizes: Sequence[int] = (1, 16),
-    tolerance: float = DEFAULT_TOLERANCE,
+    atol: float | None = None,
+    rtol: float = DEFAULT_RTOL,
 ) -> OnnxExportReport:
     """Convert a Paddle export to ONNX and verify it against ``paddle.inference``.
+
+    Every output of the ONNX model must agree with ``paddle.inference``'s as ``numpy.allclose(onnx, paddle,
+    rtol=rtol, atol=atol)`` does, the rule of ``export_model``: ``atol``, unless given, is ``1e-5 * max(1,
+    largest |value| of that output)``, so a model whose logits reach 1e5 is not refused for float32 rounding.
 
     Args:
         prefix (str|PathLike): the prefix of ``prefix.json`` + ``prefix.pdiparams``.
@@ -193,61 +214,85 @@ def export_onnx(
         opset_version (int, optional): the ONNX opset. Default: 13.
         sample (np.ndarray, optional): float32 model inputs to compare on; random when None. Default: None.
         batch_sizes (Sequence[int], optional): batch sizes the check runs at. Default: (1, 16).
-        tolerance (float, optional): largest allowed absolute difference. Default: 1e-5.
+        atol (float, optional): absolute tolerance; None scales it with each output (above). Default: None.
+        rtol (float, optional): relative tolerance. Default: 1e-5.
 
     Raises:
-        ExportError: the extra is missing, the conversion fails, or ONNX disagrees with Paddle.
+        ExportError: the extra is missing, the export is missing or mixed, the conversion fails, or ONNX
+            disagrees with Paddle.
     """
     try:
         import paddle2onnx
     except ImportError as exc:  # the onnx extra is optional
         raise ExportError(f"paddle2onnx is not installed, so ONNX export is unavailable. {_INSTALL_HINT}.") from exc
     prefix = os.fspath(prefix)
-    reference = load_inference_predictor(prefix)  # raises ExportError when the files are missing
     output = os.fspath(output) if output is not None else prefix + ".onnx"
+    check_tolerances(atol, rtol)
     if not OPSET_RANGE[0] <= opset_version <= OPSET_RANGE[1]:
         raise ExportError(
             f"paddle2onnx {paddle2onnx.__version__} writes ONNX opsets {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (outside "
             f"them it aborts). Pass an opset in that range. Received: opset_version={opset_version!r}"
         )
-    model_bytes, written_opset = _convert(prefix, opset_version)
+    with verified_copy(prefix) as (copy, metadata):  # raises ExportError when the files are missing or mixed
+        reference = _create_predictor(copy, 1, prefix)
+        model_bytes, written_opset = _convert(copy, opset_version, shown=prefix)
     session = load_onnx_session(model_bytes)
     shape = [d if isinstance(d, int) and d > 0 else 1 for d in session.get_inputs()[0].shape[1:]]
     if sample is None:
         sample = np.random.default_rng(0).uniform(-1, 1, size=[max(batch_sizes), *shape]).astype(np.float32)
     sample = np.asarray(sample, dtype=np.float32).reshape(-1, *shape)
-    if len(sample) < max(batch_sizes):
-        raise ExportError(f"sample has {len(sample)} inputs, fewer than the largest batch size {max(batch_sizes)}.")
-    worst = 0.0
-    for size in batch_sizes:
-        expected = run_predictor(reference, sample[:size])
-        got = run_onnx(session, sample[:size])
-        if got.shape != expected.shape:
-            raise ExportError(f"The ONNX model returned shape {got.shape}, paddle.inference {expected.shape}.")
-        worst = max(worst, float(np.abs(got - expected).max()))
-    if worst > tolerance:
+    name = session.get_inputs()[0].name
+    names = Comparison(
+        candidate="onnx",
+        reference="paddle.inference",
+        subject="The ONNX model",
+        against="paddle.inference",
+        call="export_onnx",
+        otherwise=f"Try another opset ({OPSET_RANGE[0]}..{OPSET_RANGE[1]}), or deploy the Paddle export.",
+        outcome=f"Nothing was written at {output}.",
+    )
+    verified = compare_outputs(
+        lambda batch: run_predictor_outputs(reference, batch),
+        lambda batch: session.run(None, {name: np.ascontiguousarray(batch, dtype=np.float32)}),
+        sample,
+        batch_sizes,
+        atol,
+        rtol,
+        names,
+    )
+    verified.pop("output_shapes")
+    if metadata and read_metadata(prefix) != metadata:
         raise ExportError(
-            f"The ONNX model disagrees with paddle.inference: max abs diff {worst:.3g} > tolerance "
-            f"{tolerance:.3g}. Try another opset, or deploy the Paddle export."
+            f"The export at {prefix} was replaced while it was converted (another export wrote it). Nothing was "
+            f"written at {output}; run the ONNX export again. Received: prefix={prefix!r}"
         )
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    Path(output).write_bytes(model_bytes)
+    _write_atomically(Path(output), model_bytes)
     versions = {
         name: importlib.metadata.version(name) for name in ("paddle2onnx", "onnxruntime", "onnx") if _has_dist(name)
     }
-    report = OnnxExportReport(output, written_opset, worst, list(batch_sizes), versions)
-    meta_path = metadata_path(prefix)
-    if meta_path.is_file():
-        metadata = json.loads(meta_path.read_text())
+    report = OnnxExportReport(output, written_opset, verified["max_abs_diff"], list(batch_sizes), versions,
+                              verified["max_rel_diff"], verified["tolerance"])  # fmt: skip
+    if metadata:
         metadata["onnx"] = {
             "file": os.path.basename(output),
             "opset_version": written_opset,
-            "verified": {"max_abs_diff": worst, "batch_sizes": list(batch_sizes), "tolerance": tolerance},
+            "verified": verified,
             "versions": versions,
         }
-        meta_path.write_text(json.dumps(metadata, indent=2) + "\n")
-    log.info("ONNX model written to %s (max abs diff vs paddle.inference %.3g)", output, worst)
+        _write_atomically(metadata_path(prefix), (json.dumps(metadata, indent=2) + "\n").encode())
+    log.info("ONNX model written to %s (max abs diff vs paddle.inference %.3g)", output, verified["max_abs_diff"])
     return report
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` in one rename: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _has_dist(name: str) -> bool:

@@ -40,8 +40,7 @@ import numpy as np
 from paddle_mnist_hapi.deploy.export import (
     LEGACY_METADATA_SUFFIX,
     METADATA_SUFFIX,
-    load_inference_predictor,
-    metadata_path,
+    load_export,
     run_predictor,
 )
 from paddle_mnist_hapi.deploy.image_input import IMAGE, NONE, ImageInput, preprocessing_kind, refuse_pictures_message
@@ -150,7 +149,8 @@ class Predictor:
         max_pixels (int, optional): the largest image accepted. Default: 50,000,000.
 
     Raises:
-        ExportError: the model files are missing or unreadable.
+        ExportError: the model files are missing or unreadable, or not the files the export's metadata
+            records (an export interrupted while moving into place: export again).
 
     Examples:
         >>> Predictor("/no/such/model")
@@ -168,8 +168,7 @@ class Predictor:
         max_pixels: int = MAX_PIXELS,
     ) -> None:
         self.prefix = resolve_model_prefix(model)
-        self._predictor = load_inference_predictor(self.prefix, threads=threads)
-        self.metadata = self._read_metadata()
+        self._predictor, self.metadata = load_export(self.prefix, threads=threads)  # checked: never a mixed export
         self.invert = invert
         self.max_pixels = max_pixels
         shape = self.metadata.get("input", {}).get("shape") or [-1, 1, 28, 28]
@@ -177,22 +176,6 @@ class Predictor:
         names = self.metadata.get("class_names")
         self.class_names = [str(n) for n in names] if names else [str(i) for i in range(10)]
         self.preprocessing, self.image_input = _picture_pipeline(self.metadata, self.input_shape)
-
-    def _read_metadata(self) -> dict[str, Any]:
-        path = metadata_path(self.prefix)
-        if not path.is_file():
-            log.info("No %s beside the model; assuming MNIST defaults", path.name)
-            return {}
-        try:
-            metadata = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ExportError(
-                f"{path} is not valid JSON ({exc}). Re-export the model, or delete the file to use the "
-                f"MNIST defaults. Received: metadata={str(path)!r}"
-            ) from exc
-        if not isinstance(metadata, dict):
-            raise ExportError(f"{path} must hold a JSON object. Received: {type(metadata).__name__}")
-        return metadata
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw model outputs for a normalized float batch (reshaped to the model's input shape).
