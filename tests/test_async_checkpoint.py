@@ -117,24 +117,29 @@ class SendSignal(paddle.callbacks.Callback):
 
 
 class Raise(paddle.callbacks.Callback):
-    def __init__(self, at: int) -> None:
+    """Raises before batch ``at + 1`` (a consistent point), or with ``mid_step`` inside batch ``at`` (not one)."""
+
+    def __init__(self, at: int, mid_step: bool = False) -> None:
         super().__init__()
-        self.at, self.batches = at, 0
+        self.at, self.mid_step, self.batches = at, mid_step, 0
 
     def on_train_batch_begin(self, step, logs=None):
-        if self.batches == self.at:
+        if self.batches == self.at and not self.mid_step:
             raise RuntimeError("injected failure")
 
     def on_train_batch_end(self, step, logs=None):
         self.batches += 1
+        if self.batches == self.at and self.mid_step:
+            raise RuntimeError("injected failure")
 
 
-@pytest.mark.parametrize("ending", ["end of fit", "SIGTERM", "max_time", "exception"])
+@pytest.mark.parametrize("ending", ["end of fit", "SIGTERM", "max_time", "exception", "exception mid-step"])
 def test_fit_returns_or_exits_only_when_the_last_checkpoint_is_on_disk(tmp_path, train_data, monkeypatch, ending):
     monkeypatch.setenv(SLOW, "0.5")
     save_dir = tmp_path / "ckpt"
     ckpt = ResumeCkpt(save_dir, every_n_steps=3, max_time=2 if ending == "max_time" else None)
-    extra = {"end of fit": [], "SIGTERM": [SendSignal(at=5)], "exception": [Raise(at=5)]}.get(ending, [])
+    extra = {"SIGTERM": [SendSignal(at=5)], "exception": [Raise(at=5)], "exception mid-step": [Raise(4, True)]}
+    extra = extra.get(ending, [])
     if ending == "max_time":
         extra = [OnBatch(sleep=0.3)]  # after a step or two, another step and a checkpoint no longer fit in 2 s
     fit = lambda: _model().fit(train_data, batch_size=32, epochs=2, verbose=0, callbacks=[ckpt, *extra])  # noqa: E731
@@ -142,14 +147,15 @@ def test_fit_returns_or_exits_only_when_the_last_checkpoint_is_on_disk(tmp_path,
         with pytest.raises(SystemExit) as exited:
             fit()
         assert exited.value.code == 128 + signal.SIGTERM
-    elif ending == "exception":
+    elif ending.startswith("exception"):
         with pytest.raises(RuntimeError, match="injected failure"):
             fit()
     else:
         fit()
-    # SIGTERM: sent after ResumeCkpt looked at batch 5, so it stops after batch 6
-    expected = {"end of fit": 16, "SIGTERM": 6, "exception": 5}.get(ending, ckpt.global_step)
-    assert ckpt.global_step == expected and 0 < expected <= 16
+    # SIGTERM: sent after ResumeCkpt looked at batch 5, so it stops after batch 6; an exception inside batch 4
+    # writes no checkpoint of its own (not a consistent point): the one of batch 3, in flight then, is the last
+    expected = {"end of fit": 16, "SIGTERM": 6, "exception": 5, "exception mid-step": 3}.get(ending, ckpt.global_step)
+    assert 0 < expected <= 16 and ckpt.global_step in (expected, 4)
     # checked the moment fit is done: the last write (held 0.5 s) is complete, nothing half written
     assert _complete(save_dir)[-1] == f"ckpt-{expected:09d}" and not list(save_dir.glob(".tmp-*"))
     assert not ckpt._writer.busy
