@@ -14,6 +14,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -263,6 +265,21 @@ def test_async_save_false_writes_on_the_training_thread(tmp_path, train_data, mo
         ResumeCkpt(tmp_path, async_save="no")
 
 
+def test_a_write_in_flight_when_the_interpreter_exits_completes(tmp_path, subprocess_env):
+    script = (
+        "import paddle; from paddle_mnist_hapi.checkpoint.store import CheckpointStore\n"
+        "from paddle_mnist_hapi.checkpoint.writer import CheckpointWriter\n"
+        f"store, writer = CheckpointStore({str(tmp_path)!r}), CheckpointWriter()\n"
+        "tensors = writer.snapshot({'model': {'w': paddle.ones([3])}})\n"
+        "writer.submit(lambda: store.write(5, tensors, {'epoch': 0}), 'ckpt-000000005')\n"
+        "print(writer.busy, flush=True)\n"  # the main thread ends here, the write (held 1 s) still in flight
+    )
+    env = {**subprocess_env, SLOW: "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
+    assert _complete(tmp_path) == ["ckpt-000000005"] and not list(tmp_path.glob(".tmp-*"))
+
+
 # ---------------------------------------------------------------- the snapshot and the file format
 @pytest.mark.parametrize("numel", [16, STAGED_BYTES // 4 + 1])  # copied by Tensor.numpy() / into a reused buffer
 def test_the_snapshot_does_not_move_when_training_changes_the_tensors(numel):
@@ -273,6 +290,9 @@ def test_the_snapshot_does_not_move_when_training_changes_the_tensors(numel):
         snap = writer.snapshot({"model": {"w": tensor}})["model"]["w"]
         tensor.set_value(paddle.full([numel], -1.0))  # the optimizer steps on while the write runs
         assert snap.dtype == "float32" and (snap.array == value).all()
+    assert bool(writer._buffers) == (numel * 4 >= STAGED_BYTES)
+    writer.close()  # the end of fit frees the host buffers
+    assert not writer._buffers
 
 
 def test_safetensors_written_from_host_memory_read_back_with_every_dtype(tmp_path):
