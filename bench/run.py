@@ -119,7 +119,8 @@ def measure(quick: bool) -> dict[str, Any]:
     by_model = _run("checkpoint_cost.py", *(["--steps", "24", "--rounds", "1"] if quick else [])) or {}
     results["ckpt_async"] = {
         name: {"stall_ratio": r["stall_ratio"], "sync_stall_s": r["sync"]["stall_s"],
-               "async_stall_s": r["async"]["stall_s"], "sync_cost": r["sync"]["cost"], "async_cost": r["async"]["cost"]}
+               "async_stall_s": r["async"]["stall_s"], "sync_cost": r["sync"]["cost"], "async_cost": r["async"]["cost"],
+               "sync_cost_cpu": r["sync"]["cost_cpu"], "async_cost_cpu": r["async"]["cost_cpu"]}
         for name, r in by_model.items() if isinstance(r, dict) and "stall_ratio" in r
     }  # fmt: skip
     # the same checkpointed job with PyTorch Lightning and Keras 3 (bench/peers/compare.py)
@@ -303,7 +304,8 @@ def _checkpoint_rows(by_model: dict[str, Any]) -> list[str]:
         f"| `ResumeCkpt(every_n_steps=4)`, {names.get(name, name)}: training-thread stall per save, sync / async "
         f"(async / sync); fit time with it / without, sync / async | {_fmt(c['sync_stall_s'] * 1e3, 1)} / "
         f"{_fmt(c['async_stall_s'] * 1e3, 1)} ms ({_percent(c['stall_ratio'], 0)}); "
-        f"{_percent(c['sync_cost'], 1)} / {_percent(c['async_cost'], 1)} |"
+        f"{_percent(c['sync_cost'], 1)} / {_percent(c['async_cost'], 1)} (CPU time: "
+        f"{_percent(c.get('sync_cost_cpu'), 1)} / {_percent(c.get('async_cost_cpu'), 1)}) |"
         for name, c in by_model.items()
     ]
 
@@ -335,7 +337,7 @@ def peers_markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {identical} | {owed} | "
             f"{_fmt(s.get('with_checkpoints'))} / {_fmt(s.get('without_checkpoints'))} | "
-            f"{_percent(s.get('checkpoint_cost'), 1)} |"
+            f"{_percent(s.get('checkpoint_cost'), 1)} (CPU time {_percent(s.get('checkpoint_cost_cpu'), 1)}) |"
         )
     return "\n".join(lines) + "\n"
 

@@ -10,10 +10,12 @@ every 4 steps, one thread. Each stack is used as its documentation shows:
 ``ModelCheckpoint(every_n_train_steps=4, save_last=True)`` and
 ``fit(ckpt_path="last")``; Keras' ``BackupAndRestore(dir, save_freq=4)``.
 
-- ``peers_img_per_s``: ``fit``'s images/s without and with the checkpoints, and
-  ``checkpoint_cost`` (with / without - 1, median over pairs run back to back in
-  one process, each a fresh model; every stack in its own processes, the stacks'
-  rounds interleaved).
+- ``peers_img_per_s``: ``fit``'s images/s without and with the checkpoints (the
+  fastest of the fits of each kind: on a shared machine the least disturbed) and
+  ``checkpoint_cost`` (with / without - 1, from those); ``checkpoint_cost_cpu``
+  is the median over the pairs of the process CPU time ratio (others' load does
+  not enter it). Fits run in pairs back to back in one process, each a fresh
+  model; every stack in its own processes, the stacks' rounds interleaved.
 - ``peers_exact``: each stack's script is started, SIGKILLed (its whole process
   group; the exit status must say the signal killed it) at a random step after a
   checkpoint exists, and run again to the end; its final weights are compared
@@ -48,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-from job_spec import BATCH, IMAGES, STEPS  # noqa: E402
+from job_spec import IMAGES, STEPS, timing_report  # noqa: E402
 
 STACKS = {  # script, a file or directory that exists once the stack has written a checkpoint, packages needed
     "library": ("library_job.py", "ckpt-*", ["paddle"]),
@@ -104,7 +106,7 @@ def write_data(path: Path) -> Path:
 
 def speed(stacks: list[str], data: Path, rounds: int, pairs: int, work: Path) -> dict[str, Any]:
     """Each stack's images/s without and with checkpoints; the stacks' processes interleaved round by round."""
-    found: dict[str, list[tuple[float, float]]] = {stack: [] for stack in stacks}
+    found: dict[str, list[tuple[float, ...]]] = {stack: [] for stack in stacks}
     versions: dict[str, Any] = {}
     for round_ in range(rounds):
         for stack in stacks[round_ % len(stacks) :] + stacks[: round_ % len(stacks)]:
@@ -113,15 +115,12 @@ def speed(stacks: list[str], data: Path, rounds: int, pairs: int, work: Path) ->
             report = _result(out)
             found[stack] += [tuple(pair) for pair in report["pairs_s"]]
             versions[stack] = {k: v for k, v in report.items() if k in ("paddle", "lightning", "keras", "torch")}
-    images = STEPS * BATCH
     out: dict[str, Any] = {}
     for stack, timings in found.items():
-        without = sorted(images / a for a, _ in timings)
-        with_ = sorted(images / b for _, b in timings)
-        cost = sorted(b / a - 1 for a, b in timings)
-        middle = len(timings) // 2
-        out[stack] = {"without_checkpoints": without[middle], "with_checkpoints": with_[middle],
-                      "checkpoint_cost": cost[middle], "pairs": len(timings), **versions[stack]}  # fmt: skip
+        report = timing_report(timings)
+        out[stack] = {"without_checkpoints": report["img_per_s_without"], "with_checkpoints": report["img_per_s_with"],
+                      "checkpoint_cost": report["cost"], "checkpoint_cost_cpu": report["cost_cpu"],
+                      "pairs": len(timings), **versions[stack]}  # fmt: skip
     return out
 
 

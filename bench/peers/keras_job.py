@@ -14,13 +14,26 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
 import tempfile
-import time
 from typing import Any
 
 import keras
 import numpy as np
 import torch
-from job_spec import BATCH, END_LR, EPOCHS, EVERY, LR, SEED, STEPS, Steps, arguments, finish, load_data, timing_report
+from job_spec import (
+    BATCH,
+    END_LR,
+    EPOCHS,
+    EVERY,
+    LR,
+    SEED,
+    STEPS,
+    Steps,
+    arguments,
+    finish,
+    load_data,
+    timed,
+    timing_report,
+)
 
 
 class Progress(keras.callbacks.Callback):
@@ -53,7 +66,9 @@ def build() -> keras.Model:
     return model
 
 
-def fit(data: tuple[Any, Any], ckpt_dir: str | None, steps: Steps | None = None) -> tuple[Any, float, Any]:
+def fit(
+    data: tuple[Any, Any], ckpt_dir: str | None, steps: Steps | None = None
+) -> tuple[Any, tuple[float, float], Any]:
     keras.backend.clear_session()
     images, labels = data
     model = build()
@@ -61,9 +76,10 @@ def fit(data: tuple[Any, Any], ckpt_dir: str | None, steps: Steps | None = None)
     progress = Progress(steps) if steps is not None else None
     if progress is not None:
         callbacks.append(progress)
-    started = time.perf_counter()
-    model.fit(images, labels, batch_size=BATCH, epochs=EPOCHS, shuffle=True, verbose=0, callbacks=callbacks)
-    return model, time.perf_counter() - started, progress
+    seconds = timed(
+        lambda: model.fit(images, labels, batch_size=BATCH, epochs=EPOCHS, shuffle=True, verbose=0, callbacks=callbacks)
+    )
+    return model, seconds, progress
 
 
 def main() -> None:
@@ -74,13 +90,14 @@ def main() -> None:
     if args.rounds:
         fit(data, None)  # warm-up
         with tempfile.TemporaryDirectory() as tmp:
-            pairs = [(fit(data, None)[1], fit(data, f"{tmp}/{n}")[1]) for n in range(args.rounds)]
+            runs = [(fit(data, None)[1], fit(data, f"{tmp}/{n}")[1]) for n in range(args.rounds)]
+            pairs = [(wall, wall_ckpt, cpu, cpu_ckpt) for (wall, cpu), (wall_ckpt, cpu_ckpt) in runs]
         finish(args.out, {}, **timing_report(pairs), keras=keras.__version__, torch=torch.__version__)
         return
     steps = Steps(args.out)
     model, seconds, progress = fit(data, args.ckpt_dir, steps)
     weights = {f"w{n}": np.asarray(keras.ops.convert_to_numpy(v)) for n, v in enumerate(model.weights)}
-    finish(args.out, weights, start_step=progress.start, trained=steps.count, fit_seconds=seconds,
+    finish(args.out, weights, start_step=progress.start, trained=steps.count, fit_seconds=seconds[0],
            keras=keras.__version__, torch=torch.__version__)  # fmt: skip
 
 

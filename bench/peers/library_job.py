@@ -8,11 +8,24 @@ See ``bench/peers/job_spec.py`` for the job and the files it writes.
 from __future__ import annotations
 
 import tempfile
-import time
 from typing import Any
 
 import paddle
-from job_spec import BATCH, END_LR, EPOCHS, EVERY, IMAGES, LR, SEED, STEPS, Steps, arguments, finish, timing_report
+from job_spec import (
+    BATCH,
+    END_LR,
+    EPOCHS,
+    EVERY,
+    IMAGES,
+    LR,
+    SEED,
+    STEPS,
+    Steps,
+    arguments,
+    finish,
+    timed,
+    timing_report,
+)
 
 from paddle_mnist_hapi import MNIST, create_model, specs_for
 from paddle_mnist_hapi.callbacks import ResumeCkpt
@@ -42,15 +55,13 @@ def build() -> tuple[paddle.Model, InMemoryLoader]:
     return model, InMemoryLoader(MNIST("train", limit=IMAGES), batch_size=BATCH, shuffle=True)
 
 
-def fit(ckpt_dir: str | None, steps: Steps | None = None) -> tuple[paddle.Model, float, ResumeCkpt | None]:
+def fit(ckpt_dir: str | None, steps: Steps | None = None) -> tuple[paddle.Model, tuple[float, float], Any]:
     model, loader = build()
     ckpt = ResumeCkpt(ckpt_dir, every_n_steps=EVERY) if ckpt_dir else None
     callbacks: list[Any] = [ckpt] if ckpt else []
     if steps is not None:
         callbacks.append(Progress(steps))
-    started = time.perf_counter()
-    model.fit(loader, epochs=EPOCHS, verbose=0, callbacks=callbacks)
-    seconds = time.perf_counter() - started
+    seconds = timed(lambda: model.fit(loader, epochs=EPOCHS, verbose=0, callbacks=callbacks))
     return model, seconds, ckpt
 
 
@@ -61,14 +72,15 @@ def main() -> None:
         pairs = []
         with tempfile.TemporaryDirectory() as tmp:
             for round_ in range(args.rounds):
-                pairs.append((fit(None)[1], fit(f"{tmp}/{round_}")[1]))
+                (wall, cpu), (wall_ckpt, cpu_ckpt) = fit(None)[1], fit(f"{tmp}/{round_}")[1]
+                pairs.append((wall, wall_ckpt, cpu, cpu_ckpt))
         finish(args.out, {}, **timing_report(pairs), paddle=paddle.__version__)
         return
     steps = Steps(args.out)
     model, seconds, ckpt = fit(args.ckpt_dir, steps)
     start = ckpt.report.get("global_step", 0) if ckpt and ckpt.report.get("resumed_from") else 0
     weights = {name: tensor.numpy() for name, tensor in model.network.state_dict().items()}
-    finish(args.out, weights, start_step=start, trained=steps.count, fit_seconds=seconds, paddle=paddle.__version__)
+    finish(args.out, weights, start_step=start, trained=steps.count, fit_seconds=seconds[0], paddle=paddle.__version__)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,25 @@ batch), a shuffled ``DataLoader``, ``seed_everything`` and
 from __future__ import annotations
 
 import tempfile
-import time
 import warnings
 from typing import Any
 
 import lightning as L
 import torch
-from job_spec import BATCH, EPOCHS, EVERY, LR, SEED, Steps, arguments, finish, load_data, polynomial_lr, timing_report
+from job_spec import (
+    BATCH,
+    EPOCHS,
+    EVERY,
+    LR,
+    SEED,
+    Steps,
+    arguments,
+    finish,
+    load_data,
+    polynomial_lr,
+    timed,
+    timing_report,
+)
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -55,7 +67,9 @@ class Progress(L.Callback):
         self.steps.done(trainer.global_step)
 
 
-def fit(data: tuple[Any, Any], ckpt_dir: str | None, steps: Steps | None = None) -> tuple[Any, float, Progress | None]:
+def fit(
+    data: tuple[Any, Any], ckpt_dir: str | None, steps: Steps | None = None
+) -> tuple[Any, tuple[float, float], Any]:
     L.seed_everything(SEED, verbose=False)
     images, labels = data
     loader = DataLoader(TensorDataset(torch.from_numpy(images), torch.from_numpy(labels)), batch_size=BATCH,
@@ -73,9 +87,8 @@ def fit(data: tuple[Any, Any], ckpt_dir: str | None, steps: Steps | None = None)
         enable_model_summary=False, num_sanity_val_steps=0, deterministic=True, callbacks=callbacks,
         enable_checkpointing=bool(ckpt_dir),
     )  # fmt: skip
-    started = time.perf_counter()
-    trainer.fit(module, loader, ckpt_path="last" if ckpt_dir else None)
-    return module, time.perf_counter() - started, progress
+    seconds = timed(lambda: trainer.fit(module, loader, ckpt_path="last" if ckpt_dir else None))
+    return module, seconds, progress
 
 
 def main() -> None:
@@ -86,13 +99,14 @@ def main() -> None:
     if args.rounds:
         fit(data, None)  # warm-up
         with tempfile.TemporaryDirectory() as tmp:
-            pairs = [(fit(data, None)[1], fit(data, f"{tmp}/{n}")[1]) for n in range(args.rounds)]
+            runs = [(fit(data, None)[1], fit(data, f"{tmp}/{n}")[1]) for n in range(args.rounds)]
+            pairs = [(wall, wall_ckpt, cpu, cpu_ckpt) for (wall, cpu), (wall_ckpt, cpu_ckpt) in runs]
         finish(args.out, {}, **timing_report(pairs), lightning=L.__version__, torch=torch.__version__)
         return
     steps = Steps(args.out)
     module, seconds, progress = fit(data, args.ckpt_dir, steps)
     weights = {name: tensor.detach().numpy() for name, tensor in module.network.state_dict().items()}
-    finish(args.out, weights, start_step=progress.start, trained=steps.count, fit_seconds=seconds,
+    finish(args.out, weights, start_step=progress.start, trained=steps.count, fit_seconds=seconds[0],
            lightning=L.__version__, torch=torch.__version__)  # fmt: skip
 
 

@@ -70,6 +70,7 @@ class CheckpointWriter:
         self._idle.set()
         self._failure: tuple[str, BaseException] | None = None
         self._buffers: dict[str, np.ndarray] = {}
+        self._staged: dict[str, tuple[Any, bool]] = {}  # key -> (tensor, whether it goes into a reused buffer)
 
     @property
     def busy(self) -> bool:
@@ -88,7 +89,11 @@ class CheckpointWriter:
         if isinstance(tensor, (np.ndarray, HostTensor)):
             return host_tensor(tensor)
         dtype = dtype_name(tensor)
-        if math.prod(tensor.shape) * tensor.element_size() < STAGED_BYTES or not tensor.place.is_cpu_place():
+        staged = self._staged.get(key)
+        if staged is None or staged[0] is not tensor:  # the same tensor object keeps its size from save to save
+            large = math.prod(tensor.shape) * tensor.element_size() >= STAGED_BYTES and tensor.place.is_cpu_place()
+            staged = self._staged[key] = (tensor, large)
+        if not staged[1]:
             return HostTensor(tensor.numpy(), dtype)  # a device tensor: Tensor.numpy() copies it to the host
         try:
             view = np.from_dlpack(tensor.detach())  # the tensor's own memory, no copy
@@ -167,6 +172,7 @@ class CheckpointWriter:
             self._thread = None
         _RUNNING.discard(self)
         self._buffers.clear()
+        self._staged.clear()
 
 
 _RUNNING: weakref.WeakSet[CheckpointWriter] = weakref.WeakSet()
