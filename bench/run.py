@@ -116,9 +116,9 @@ def measure(quick: bool) -> dict[str, Any]:
     else:
         results["ckpt_fraction_of_epoch"] = None
     # ResumeCkpt(every_n_steps=4), synchronous and asynchronous, LeNet-5 and an 11.9 M-parameter MLP
-    by_model = _run("checkpoint_cost.py", *(["--steps", "24", "--rounds", "1"] if quick else [])) or {}
+    by_model = _run("checkpoint_cost.py", *(["--steps", "24", "--rounds", "1"] if quick else ["--every", "4,10"])) or {}
     results["ckpt_async"] = {
-        name: {"stall_ratio": r["stall_ratio"], "sync_stall_s": r["sync"]["stall_s"],
+        name: {"every": r["every_n_steps"], "stall_ratio": r["stall_ratio"], "sync_stall_s": r["sync"]["stall_s"],
                "async_stall_s": r["async"]["stall_s"], "sync_cost": r["sync"]["cost"], "async_cost": r["async"]["cost"],
                "sync_cost_cpu": r["sync"]["cost_cpu"], "async_cost_cpu": r["async"]["cost_cpu"]}
         for name, r in by_model.items() if isinstance(r, dict) and "stall_ratio" in r
@@ -301,7 +301,8 @@ def _checkpoint_rows(by_model: dict[str, Any]) -> list[str]:
     """Rows of the sync vs async checkpoint cost (``bench/checkpoint_cost.py``)."""
     names = {"lenet5": "LeNet-5", "mlp3072": "11.9 M-parameter MLP"}
     return [
-        f"| `ResumeCkpt(every_n_steps=4)`, {names.get(name, name)}: training-thread stall per save, sync / async "
+        f"| `ResumeCkpt(every_n_steps={c['every']})`, {names.get(name.split('_')[0], name)}: training-thread stall "
+        "per save, sync / async "
         f"(async / sync); fit time with it / without, sync / async | {_fmt(c['sync_stall_s'] * 1e3, 1)} / "
         f"{_fmt(c['async_stall_s'] * 1e3, 1)} ms ({_percent(c['stall_ratio'], 0)}); "
         f"{_percent(c['sync_cost'], 1)} / {_percent(c['async_cost'], 1)} (CPU time: "
