@@ -291,6 +291,10 @@ def test_the_snapshot_does_not_move_when_training_changes_the_tensors(numel):
         tensor.set_value(paddle.full([numel], -1.0))  # the optimizer steps on while the write runs
         assert snap.dtype == "float32" and (snap.array == value).all()
     assert bool(writer._buffers) == (numel * 4 >= STAGED_BYTES)
+    array = np.ones(numel, np.float32)  # host data is copied too
+    snap = writer.snapshot({"model": {"a": array}})["model"]["a"]
+    array[:] = -1.0
+    assert (snap.array == 1.0).all()
     writer.close()  # the end of fit frees the host buffers
     assert not writer._buffers
 

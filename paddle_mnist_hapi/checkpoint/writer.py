@@ -86,8 +86,9 @@ class CheckpointWriter:
         }
 
     def _copy(self, key: str, tensor: Any) -> HostTensor:
-        if isinstance(tensor, (np.ndarray, HostTensor)):
-            return host_tensor(tensor)
+        if isinstance(tensor, (np.ndarray, HostTensor)):  # host data of the caller's: copied all the same
+            array, dtype = host_tensor(tensor)
+            return HostTensor(self._into_buffer(key, array) if array.nbytes >= STAGED_BYTES else array.copy(), dtype)
         dtype = dtype_name(tensor)
         staged = self._staged.get(key)
         if staged is None or staged[0] is not tensor:  # the same tensor object keeps its size from save to save
@@ -99,11 +100,14 @@ class CheckpointWriter:
             view = np.from_dlpack(tensor.detach())  # the tensor's own memory, no copy
         except (BufferError, RuntimeError, TypeError):  # e.g. bfloat16, which DLPack to numpy cannot express
             return HostTensor(tensor.numpy(), dtype)
+        return HostTensor(self._into_buffer(key, view), dtype)
+
+    def _into_buffer(self, key: str, array: np.ndarray) -> np.ndarray:
         buffer = self._buffers.get(key)
-        if buffer is None or buffer.shape != view.shape or buffer.dtype != view.dtype:
-            buffer = self._buffers[key] = np.empty(view.shape, view.dtype)
-        np.copyto(buffer, view)
-        return HostTensor(buffer, dtype)
+        if buffer is None or buffer.shape != array.shape or buffer.dtype != array.dtype:
+            buffer = self._buffers[key] = np.empty(array.shape, array.dtype)
+        np.copyto(buffer, array)
+        return buffer
 
     def submit(self, write: Callable[[], Any], name: str) -> None:
         """Run ``write()`` after the write in flight; ``name`` (the checkpoint) goes into a failure's message.
