@@ -529,6 +529,9 @@ class ResumeCkpt(paddle.callbacks.Callback):
                 if failure is None:
                     log.error("ResumeCkpt: fit raised %s; checkpointed the last consistent state first (%s)",
                               type(exc).__name__, self.last_saved)  # fmt: skip
+                else:
+                    log.error("ResumeCkpt: fit raised %s; checkpointing the last consistent state failed too: %s",
+                              type(exc).__name__, failure)  # fmt: skip
             else:
                 log.error(
                     "ResumeCkpt: fit raised %s in the middle of an optimizer step or an evaluation; the newest "
