@@ -183,7 +183,7 @@ def test_readers_of_the_store_wait_for_the_write_in_flight(tmp_path, train_data,
 
 
 # ---------------------------------------------------------------- a failed write is not lost
-def test_a_failed_background_write_is_raised_on_the_training_thread(tmp_path, train_data):
+def test_a_failed_background_write_is_raised_on_the_training_thread(tmp_path, train_data, caplog):
     save_dir = tmp_path / "ckpt"
     ckpt = ResumeCkpt(save_dir, every_n_steps=3)
 
@@ -198,6 +198,7 @@ def test_a_failed_background_write_is_raised_on_the_training_thread(tmp_path, tr
         _model().fit(train_data, batch_size=32, epochs=1, verbose=0, callbacks=[ckpt, batches])
     assert isinstance(raised.value.__cause__, OSError)
     assert 6 <= batches.batches < 8  # raised at a step after the failed write, before the next checkpoint
+    assert "checkpointing the last consistent state failed too" in caplog.text  # the crash checkpoint, logged
 
 
 def test_a_failed_last_write_is_raised_by_fit(tmp_path, train_data):
