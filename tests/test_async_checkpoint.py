@@ -300,6 +300,14 @@ def test_the_snapshot_does_not_move_when_training_changes_the_tensors(numel):
     assert not writer._buffers
 
 
+def test_a_tensor_cast_in_place_is_snapshot_with_its_new_dtype():
+    writer, tensor = CheckpointWriter(), paddle.ones([3])
+    assert writer.snapshot({"model": {"w": tensor}})["model"]["w"].dtype == "float32"
+    tensor.cast_("float64")  # the same tensor object, another dtype
+    snap = writer.snapshot({"model": {"w": tensor}})["model"]["w"]
+    assert snap.dtype == "float64" and snap.array.dtype == np.float64
+
+
 def test_safetensors_written_from_host_memory_read_back_with_every_dtype(tmp_path):
     tensors = {
         "f32": paddle.rand([3, 4]), "f64": paddle.rand([2], dtype="float64"), "i64": paddle.arange(5),

@@ -587,10 +587,11 @@ class ResumeCkpt(paddle.callbacks.Callback):
         return scalar(self._eval_logs[self.monitor])
 
     def _rank_state(self) -> dict[str, Any]:
-        """What differs between ranks: RNG, the running metrics (each rank sees its own batches), callbacks."""
+        """What differs between ranks: RNG (a snapshot, made data by the writer), the running metrics (each rank
+        sees its own batches), callbacks."""
         mid_epoch = self._position.step_in_epoch > 0
         return {
-            "rng": S.rng_state(),
+            "rng": S.rng_snapshot(),
             "epoch_rng": self._epoch_rng if mid_epoch else None,
             "metrics": S.jsonable_metric_states(self._metrics_snapshot) if mid_epoch else None,
             "callbacks": {key: copy.deepcopy(cb.state_dict()) for key, cb in self._stateful.items()},
@@ -642,6 +643,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
         rule = self._rule.is_improvement if self._rule is not None else None
 
         def write() -> None:  # in the writer's thread: touches only the snapshot and the store
+            for rank_state in (state, *(state["ranks"] or ())):
+                rank_state["rng"] = S.jsonable_rng(rank_state["rng"])
             if not all_finite(tensors["model"]):
                 log.error("ResumeCkpt: the model has NaN/Inf values; this state is not checkpointed.")
                 return

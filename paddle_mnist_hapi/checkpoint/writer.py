@@ -44,6 +44,7 @@ __all__ = ["STAGED_BYTES", "CheckpointWriter", "all_finite"]
 # allocation of that size costs more in page faults than the copy itself (a 11.9 M-parameter MLP's weights:
 # 35 ms through Tensor.numpy(), 11 ms into a reused buffer).
 STAGED_BYTES = 1 << 18
+_NUMPY_NAMES = {"bfloat16": "uint16"}  # Tensor.numpy() of a bfloat16 tensor: its bits
 
 
 class CheckpointWriter:
@@ -70,7 +71,7 @@ class CheckpointWriter:
         self._idle.set()
         self._failure: tuple[str, BaseException] | None = None
         self._buffers: dict[str, np.ndarray] = {}
-        self._staged: dict[str, tuple[Any, bool]] = {}  # key -> (tensor, whether it goes into a reused buffer)
+        self._known: dict[str, tuple[Any, str, bool]] = {}  # key -> (tensor, dtype, whether it is staged)
 
     @property
     def busy(self) -> bool:
@@ -89,13 +90,17 @@ class CheckpointWriter:
         if isinstance(tensor, (np.ndarray, HostTensor)):  # host data of the caller's: copied all the same
             array, dtype = host_tensor(tensor)
             return HostTensor(self._into_buffer(key, array) if array.nbytes >= STAGED_BYTES else array.copy(), dtype)
-        dtype = dtype_name(tensor)
-        staged = self._staged.get(key)
-        if staged is None or staged[0] is not tensor:  # the same tensor object keeps its size from save to save
+        known = self._known.get(key)
+        if known is None or known[0] is not tensor:  # the same tensor object keeps its size from save to save
             large = math.prod(tensor.shape) * tensor.element_size() >= STAGED_BYTES and tensor.place.is_cpu_place()
-            staged = self._staged[key] = (tensor, large)
-        if not staged[1]:
-            return HostTensor(tensor.numpy(), dtype)  # a device tensor: Tensor.numpy() copies it to the host
+            known = self._known[key] = (tensor, dtype_name(tensor), large)
+        _, dtype, large = known
+        if not large:
+            array = tensor.numpy()  # a copy (of a device tensor: to the host)
+            if array.dtype.name != _NUMPY_NAMES.get(dtype, dtype):  # its dtype changed in place since
+                del self._known[key]
+                dtype = dtype_name(tensor)
+            return HostTensor(array, dtype)
         try:
             view = np.from_dlpack(tensor.detach())  # the tensor's own memory, no copy
         except (BufferError, RuntimeError, TypeError):  # e.g. bfloat16, which DLPack to numpy cannot express
@@ -176,7 +181,7 @@ class CheckpointWriter:
             self._thread = None
         _RUNNING.discard(self)
         self._buffers.clear()
-        self._staged.clear()
+        self._known.clear()
 
 
 _RUNNING: weakref.WeakSet[CheckpointWriter] = weakref.WeakSet()
