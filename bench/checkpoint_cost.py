@@ -149,13 +149,23 @@ def breakdown(name: str, directory: Path, saves: int = 15) -> dict[str, float]:
     network, optimizer = model.network, model._optimizer
     store, writer = CheckpointStore(directory), CheckpointWriter(background=False)
     phases: dict[str, list[float]] = {}
-    fsyncs: list[float] = []
-    real_fsync_all = store_module._fsync_all
+    inside: dict[str, float] = {}  # seconds inside store.write, by part
+    parts = {  # what store.write calls, timed in place
+        "write_safetensors": "  of which serialise + hash the tensor files (from host memory)",
+        "_fsync_all": "  of which fsync every file and the directory, at once",
+        "_fsync_dir": "  of which fsync the run directory after the rename",
+    }
+    originals = {attr: getattr(store_module, attr) for attr in parts}
 
-    def timed_fsync_all(paths: list[Path]) -> None:
-        begin = time.perf_counter()
-        real_fsync_all(paths)
-        fsyncs.append(time.perf_counter() - begin)
+    def timing(attr: str) -> Callable[..., Any]:
+        def timed(*args: Any) -> Any:
+            begin = time.perf_counter()
+            try:
+                return originals[attr](*args)
+            finally:
+                inside[parts[attr]] = inside.get(parts[attr], 0.0) + time.perf_counter() - begin
+
+        return timed
 
     clock: list[float] = []
 
@@ -163,7 +173,9 @@ def breakdown(name: str, directory: Path, saves: int = 15) -> dict[str, float]:
         clock.append(time.perf_counter())
         phases.setdefault(phase, []).append(clock[-1] - clock[-2])
 
-    store_module._fsync_all = timed_fsync_all
+    epoch_rng = state.rng_state()  # taken when the epoch began, not at the save
+    for attr in parts:
+        setattr(store_module, attr, timing(attr))
     try:
         for step in range(1, saves + 1):
             clock[:] = [time.perf_counter()]
@@ -171,19 +183,24 @@ def breakdown(name: str, directory: Path, saves: int = 15) -> dict[str, float]:
             lap("training thread: gather the tensors (state_dict, optimizer accumulators)")
             tensors = writer.snapshot(groups)
             lap("training thread: copy them to host memory")
-            payload = {"rng": state.rng_state(), "epoch_rng": state.rng_state(), "lr": state.lr_state(optimizer),
+            rng = state.rng_snapshot()
+            payload = {"epoch_rng": epoch_rng, "lr": state.lr_state(optimizer),
                        "metrics": state.jsonable_metric_states(state.copy_metric_states(model._metrics))}  # fmt: skip
-            lap("training thread: RNG states (x2), LR, metrics as data")
+            lap("training thread: RNG states, LR, metrics as data")
+            payload["rng"] = state.jsonable_rng(rng)
+            lap("writer: RNG state as JSON-ready data")
             all_finite(tensors["model"])
             lap("writer: finite check (host copy)")
-            fsyncs.clear()
+            inside.clear()
             store.write(step, tensors, payload)
-            lap("writer: store.write (serialise + hash + state JSON + manifest + fsync + rename)")
-            phases.setdefault("  of which fsync of every file and the directory, at once", []).append(sum(fsyncs))
+            lap("writer: store.write (serialise, hash, state.json, manifest, fsync, rename)")
+            for part, seconds in inside.items():
+                phases.setdefault(part, []).append(seconds)
             store.prune(retention.kept(store.known(), 2, 1, None))
             lap("writer: retention (rename the oldest away; deleted beside the next write)")
     finally:
-        store_module._fsync_all = real_fsync_all
+        for attr, original in originals.items():
+            setattr(store_module, attr, original)
     medians = {phase: statistics.median(values) * 1e3 for phase, values in phases.items()}
     medians["total"] = sum(v for k, v in medians.items() if not k.startswith(" "))
     return medians
