@@ -161,6 +161,9 @@ def test_fit_returns_or_exits_only_when_the_last_checkpoint_is_on_disk(tmp_path,
     # checked the moment fit is done: the last write (held 0.5 s) is complete, nothing half written
     assert _complete(save_dir)[-1] == f"ckpt-{expected:09d}" and not list(save_dir.glob(".tmp-*"))
     assert not ckpt._writer.busy
+    if ckpt.store._deleting is not None:
+        ckpt.store._deleting.join()  # old checkpoints kept for reuse are deleted when fit ends
+    assert not list(save_dir.glob(".trash-*"))
     state = json.loads((save_dir / f"ckpt-{expected:09d}" / "state.json").read_text())
     assert (state["crash"] or {}).get("type") == ("RuntimeError" if ending == "exception" else None)
     if ending in ("SIGTERM", "max_time"):
@@ -306,6 +309,20 @@ def test_a_tensor_cast_in_place_is_snapshot_with_its_new_dtype():
     tensor.cast_("float64")  # the same tensor object, another dtype
     snap = writer.snapshot({"model": {"w": tensor}})["model"]["w"]
     assert snap.dtype == "float64" and snap.array.dtype == np.float64
+
+
+def test_a_discarded_checkpoint_directory_is_reused_without_stale_files(tmp_path):
+    store = CheckpointStore(tmp_path)
+    big = {"model": {"w": paddle.rand([1000])}, "callbacks": {"c": paddle.ones([3])}}
+    store.write(1, big, {"step": 1})
+    store.write(2, big, {"step": 2})
+    store.prune({tmp_path / "ckpt-000000002"})  # 1 is discarded, its directory kept for the next write
+    assert [p.name[:21] for p in tmp_path.glob(".trash-*")] == [".trash-ckpt-000000001"]
+    path = store.write(3, {"model": {"w": paddle.arange(10, dtype="float32")}}, {"step": 3})
+    assert not list(tmp_path.glob(".trash-*"))  # reused: its files overwritten, shortened, the extra one gone
+    assert sorted(p.name for p in path.iterdir()) == ["manifest.json", "model.safetensors", "state.json"]
+    assert np.array_equal(read_tensors(path / "model.safetensors")["w"].numpy(), np.arange(10, dtype=np.float32))
+    assert [info.name for info in store.scan() if info.valid] == ["ckpt-000000003", "ckpt-000000002"]
 
 
 def test_safetensors_written_from_host_memory_read_back_with_every_dtype(tmp_path):

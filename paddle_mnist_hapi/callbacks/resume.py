@@ -663,6 +663,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
             return failure
         finally:
             self._writer.close()
+            if self.store is not None:
+                self.store.release_spares()
         return None
 
     def _restore_tensors(self, info: CheckpointInfo, lr_changed: bool = False) -> None:

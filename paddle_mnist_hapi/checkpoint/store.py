@@ -135,10 +135,11 @@ def write_safetensors(path: Path, tensors: dict[str, HostTensor]) -> dict[str, A
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
     digest = hashlib.sha256()
-    with open(path, "wb") as fh:
+    with _rewrite(path) as fh:
         for chunk in (struct.pack("<Q", len(text)), text, *(_raw_bytes(tensors[name].array) for name in names)):
             fh.write(chunk)  # numpy's buffer, no copy; like hashing, it runs without the GIL
             digest.update(chunk)
+        fh.truncate()
     return {"sha256": digest.hexdigest(), "bytes": 8 + len(text) + offset}
 
 
@@ -146,6 +147,18 @@ def _raw_bytes(array: np.ndarray) -> memoryview:
     if sys.byteorder != "little" or not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("<"))  # safetensors is little-endian
     return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+def _rewrite(path: Path) -> Any:
+    """``path`` opened for writing from its start; an existing file (in a recycled checkpoint directory) keeps
+    its blocks, which the new content overwrites (call ``truncate()`` at the end)."""
+    return open(path, "r+b" if path.is_file() else "wb")
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with _rewrite(path) as fh:
+        fh.write(data)
+        fh.truncate()
 
 
 def _sha256(path: Path) -> str:
@@ -218,6 +231,7 @@ class CheckpointStore:
         # checkpoints verified or written by this process: retention reads these, never re-hashes
         self._known: dict[Path, CheckpointInfo] = {}
         self._deleting: threading.Thread | None = None
+        self._spare: list[Path] = []  # discarded checkpoints (.trash-*) whose directory the next write reuses
 
     def write(self, global_step: int, tensors: dict[str, dict[str, Any]], state: dict[str, Any]) -> Path:
         """Write one checkpoint atomically; return its final path.
@@ -229,21 +243,22 @@ class CheckpointStore:
         """
         self.save_dir.mkdir(parents=True, exist_ok=True)
         final = self.save_dir / f"{PREFIX}{global_step:09d}"
-        tmp = self.save_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        tmp = self._new_tmp(final.name)
         try:
             files: dict[str, dict[str, Any]] = {}
             for stem, group in tensors.items():
                 host = {name: host_tensor(value) for name, value in group.items()}
                 files[f"{stem}.safetensors"] = write_safetensors(tmp / f"{stem}.safetensors", host)
             data = json.dumps(state, separators=(",", ":"), sort_keys=True).encode()  # no indent: 7x faster
-            (tmp / STATE).write_bytes(data)
+            _write_bytes(tmp / STATE, data)
             files[STATE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
             delay = float(os.environ.get(_SLOW_WRITE_ENV, "0") or 0)
             if delay:
                 time.sleep(delay)
             manifest = {"format": FORMAT_VERSION, "global_step": global_step, "files": files, "time": time.time()}
-            (tmp / MANIFEST).write_bytes(json.dumps(manifest, indent=1, sort_keys=True).encode())
+            _write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
+            for stale in set(os.listdir(tmp)) - {*files, MANIFEST}:  # of the checkpoint this directory was
+                os.unlink(tmp / stale)
             _fsync_all([*(tmp / name for name in files), tmp / MANIFEST, tmp])  # all durable before the rename
             if final.exists():  # same step written again (e.g. after a rollback): replace it atomically
                 self._discard(final)
@@ -298,8 +313,30 @@ class CheckpointStore:
         infos = [i for i in self._known.values() if i.path.is_dir()]
         return sorted(infos, key=lambda i: (i.global_step, i.name), reverse=True)
 
+    def _new_tmp(self, name: str) -> Path:
+        """A directory to write checkpoint ``name`` into: a discarded checkpoint's, when there is one.
+
+        Its files are overwritten in place, so no blocks are freed and allocated again (deleting and creating
+        a LeNet-5 checkpoint's files cost 40 ms and 4.9 ms of CPU here, overwriting them 16 ms and 1.0 ms).
+        """
+        tmp = self.save_dir / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+        while self._spare:
+            try:
+                os.rename(self._spare.pop(), tmp)
+                return tmp
+            except OSError:  # gone (clean_tmp of another process): take the next, or a new directory
+                continue
+        tmp.mkdir()
+        return tmp
+
+    def release_spares(self) -> None:
+        """Delete (in the background) the discarded checkpoints kept for reuse; at the end of a run."""
+        while self._spare:
+            self._delete_later(self._spare.pop())
+
     def clean_tmp(self) -> None:
         """Remove the leftovers of writes that were interrupted."""
+        self._spare.clear()
         if self.save_dir.is_dir():
             for path in self.save_dir.iterdir():
                 if path.name.startswith((".tmp-", ".trash-")):
@@ -308,8 +345,13 @@ class CheckpointStore:
     def _discard(self, path: Path) -> None:
         trash = self.save_dir / f".trash-{path.name}-{uuid.uuid4().hex[:8]}"
         os.rename(path, trash)  # atomic: a half-deleted checkpoint is never visible
-        # Deleting is slow on some filesystems (20 ms for a LeNet-5 checkpoint here, mounted with `discard`):
-        # one deletion at a time runs beside the next write; leftovers go at the next start (clean_tmp).
+        self._spare.append(trash)  # the next checkpoint is written into it (see _new_tmp)
+        while len(self._spare) > 1:
+            self._delete_later(self._spare.pop(0))
+
+    def _delete_later(self, trash: Path) -> None:
+        """Deleting is slow on some filesystems (20 ms for a LeNet-5 checkpoint here, mounted with `discard`):
+        one deletion at a time runs beside the next write; leftovers go at the next start (clean_tmp)."""
         if self._deleting is not None and self._deleting.ident is not None:
             self._deleting.join()
         self._deleting = threading.Thread(target=shutil.rmtree, args=(trash, True), name="checkpoint trash")
