@@ -41,7 +41,7 @@ from paddle_mnist_hapi.errors import CheckpointError
 __all__ = ["STAGED_BYTES", "CheckpointWriter", "all_finite"]
 
 # Tensors of at least this many bytes are copied into host buffers kept from one save to the next: a fresh
-# allocation of that size costs more in page faults than the copy itself (a 11.9 M-parameter MLP's weights:
+# allocation of that size costs more in page faults than the copy itself (an 11.9 M-parameter MLP's weights:
 # 35 ms through Tensor.numpy(), 11 ms into a reused buffer).
 STAGED_BYTES = 1 << 18
 _NUMPY_NAMES = {"bfloat16": "uint16"}  # Tensor.numpy() of a bfloat16 tensor: its bits
