@@ -115,9 +115,19 @@ def measure(quick: bool) -> dict[str, Any]:
         results["ckpt_fraction_of_epoch"] = (ckpt["save_s"] + ckpt["load_s"]) / results["library_epoch_s"]
     else:
         results["ckpt_fraction_of_epoch"] = None
-    # ResumeCkpt per model size (LeNet-5, lenet_wide, an MLP with 10x LeNet-5's parameters): save / epoch
-    by_model = _run("checkpoint_cost.py", "--steps", str(30 if quick else 100)) or {}
-    results["ckpt_save_fraction_by_model"] = {name: r["save_s"] / r["epoch_s"] for name, r in by_model.items()}
+    # ResumeCkpt(every_n_steps=4), synchronous and asynchronous, LeNet-5 and an 11.9 M-parameter MLP
+    by_model = _run("checkpoint_cost.py", *(["--steps", "24", "--rounds", "1"] if quick else ["--every", "4,10"])) or {}
+    results["ckpt_async"] = {
+        name: {"every": r["every_n_steps"], "stall_ratio": r["stall_ratio"], "sync_stall_s": r["sync"]["stall_s"],
+               "async_stall_s": r["async"]["stall_s"], "sync_cost": r["sync"]["cost"], "async_cost": r["async"]["cost"],
+               "sync_cost_cpu": r["sync"]["cost_cpu"], "async_cost_cpu": r["async"]["cost_cpu"]}
+        for name, r in by_model.items() if isinstance(r, dict) and "stall_ratio" in r
+    }  # fmt: skip
+    # the same checkpointed job with PyTorch Lightning and Keras 3 (bench/peers/compare.py)
+    peers = _run("peers/compare.py", *(["--kills", "1", "--rounds", "1"] if quick else [])) or {}
+    for key in ("peers_img_per_s", "peers_exact", "library_vs_lightning"):
+        results[key] = peers.get(key)
+    results["peers_seed"] = peers.get("seed")
 
     to99 = None if quick else _run("workloads.py", "to99", "--ood", "1000")
     results["seconds_to_99"] = to99["seconds_to_99"] if to99 else None
@@ -173,6 +183,7 @@ def measure(quick: bool) -> dict[str, Any]:
         "model": "lenet5",
     }
     results["raw"] = {"train_img_per_s": speeds, "callbacks": overhead, "checkpoint": ckpt, "to99": to99}
+    results["raw"]["checkpoint_cost"] = by_model
     results["raw"]["whole_machine"] = whole
     return results
 
@@ -241,9 +252,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"| library path / PyTorch loop (images/s) | {_fmt(r.get('library_vs_torch'), 2, '×')} |",
         f"| callbacks all on / all off (seconds) | {_fmt(r.get('callback_overhead_ratio'), 2, '×')} |",
         f"| `ResumeCkpt` save + load per epoch / epoch time | {_fmt(r.get('ckpt_fraction_of_epoch'), 4)} |",
-        "| `ResumeCkpt` save / epoch: LeNet-5, lenet_wide, 10x-LeNet-5 MLP | "
-        + " / ".join(_fmt(v, 4) for v in (r.get("ckpt_save_fraction_by_model") or {}).values())
-        + " |",
+        *_checkpoint_rows(r.get("ckpt_async") or {}),
         f"| default recipe: seconds to 99% test top-1 | {_fmt(r.get('seconds_to_99'), 0, ' s')} |",
         f"| default recipe: MNIST test top-1 / non-MNIST digits (`bench/ood_digits.py`) | "
         f"{_percent(r.get('recipe_test_acc'), 2)} / {_percent(r.get('ood_acc'), 1)} |",
@@ -283,7 +292,55 @@ def markdown(r: dict[str, Any]) -> str:
         "than in a 938-step epoch.",
         "",
     ]
+    if r.get("peers_img_per_s") or r.get("peers_exact"):
+        lines += ["The same job with the peers (`bench/peers/compare.py`):", "", peers_markdown(r)]
     return "\n".join(lines)
+
+
+def _checkpoint_rows(by_model: dict[str, Any]) -> list[str]:
+    """Rows of the sync vs async checkpoint cost (``bench/checkpoint_cost.py``)."""
+    names = {"lenet5": "LeNet-5", "mlp3072": "11.9 M-parameter MLP"}
+    return [
+        f"| `ResumeCkpt(every_n_steps={c['every']})`, {names.get(name.split('_')[0], name)}: training-thread stall "
+        "per save, sync / async "
+        f"(async / sync); fit time with it / without, sync / async | {_fmt(c['sync_stall_s'] * 1e3, 1)} / "
+        f"{_fmt(c['async_stall_s'] * 1e3, 1)} ms ({_percent(c['stall_ratio'], 0)}); "
+        f"{_percent(c['sync_cost'], 1)} / {_percent(c['async_cost'], 1)} (CPU time: "
+        f"{_percent(c.get('sync_cost_cpu'), 1)} / {_percent(c.get('async_cost_cpu'), 1)}) |"
+        for name, c in by_model.items()
+    ]
+
+
+def peers_markdown(r: dict[str, Any]) -> str:
+    """The peers table (``bench/peers/compare.py``): the same job with this library, Lightning and Keras."""
+    speeds, exact = r.get("peers_img_per_s") or {}, r.get("peers_exact") or {}
+    labels = {
+        "library": "this library (`ResumeCkpt(dir, every_n_steps=4)`)",
+        "lightning": "PyTorch Lightning {} (`ModelCheckpoint(every_n_train_steps=4, save_last=True)`, "
+        '`ckpt_path="last"`)',
+        "keras": "Keras {}, torch backend (`BackupAndRestore(dir, save_freq=4)`)",
+    }
+    lines = [
+        "| stack | bit-identical to an uninterrupted run after SIGKILL | batches the re-run trained: exactly the ones "
+        "owed | `fit` images/s with checkpoints / without (1 thread) | cost of the checkpoints |",
+        "|---|---|---|---:|---:|",
+    ]
+    for stack, label in labels.items():
+        s, e = speeds.get(stack) or {}, exact.get(stack) or {}
+        label = label.format(s.get(stack) or "").replace("  ", " ").replace(" ,", ",")
+        identical = f"{e['identical']} of {e['kills']}" if e else "n/a"
+        if e and e["identical"] < e["kills"]:
+            identical += f" (weights differ by up to {e['max_abs_diff']:.1e})"
+        owed = f"{e['rerun_trained_exactly_the_owed_batches']} of {e['kills']}" if e else "n/a"
+        extra = max((run["rerun_batches"] - run["owed"] for run in (e or {}).get("runs", [])), default=0)
+        if extra:
+            owed += f" (up to {extra} batches trained again)"
+        lines.append(
+            f"| {label} | {identical} | {owed} | "
+            f"{_fmt(s.get('with_checkpoints'))} / {_fmt(s.get('without_checkpoints'))} | "
+            f"{_percent(s.get('checkpoint_cost'), 1)} (CPU time {_percent(s.get('checkpoint_cost_cpu'), 1)}) |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,3 +89,15 @@ def test_whole_machine_grid_and_one_configuration_per_process() -> None:
     assert {whole.name(c) for c in whole.grid(4)} >= {"paddle 4x1 b64", "paddle 2x2 b256", "torch 1x4 b256"}
     measured = whole.run_config({"framework": "paddle", "procs": 1, "threads": 1, "batch": 32}, steps=3, warmup=2)
     assert measured["images"] == 3 * 32 and measured["ranks"] == 1 and measured["img_per_s"] > 0
+
+
+def test_the_peers_table_says_what_each_stack_did() -> None:
+    exact = {"identical": 0, "kills": 3, "max_abs_diff": 0.012, "rerun_trained_exactly_the_owed_batches": 1,
+             "runs": [{"rerun_batches": 64, "owed": 44}, {"rerun_batches": 30, "owed": 30}]}  # fmt: skip
+    speeds = {"with_checkpoints": 4100.0, "without_checkpoints": 4500.0, "checkpoint_cost": 0.0976,
+              "checkpoint_cost_cpu": 0.05, "keras": "3.15.1"}  # fmt: skip
+    table = bench_run.peers_markdown({"peers_img_per_s": {"keras": speeds}, "peers_exact": {"keras": exact}})
+    row = next(line for line in table.splitlines() if line.startswith("| Keras 3.15.1, torch backend"))
+    assert "| 0 of 3 (weights differ by up to 1.2e-02) | 1 of 3 (up to 20 batches trained again) |" in row
+    assert row.endswith("| 4,100 / 4,500 | 9.8% (CPU time 5.0%) |")
+    assert "| this library (`ResumeCkpt(dir, every_n_steps=4)`) | n/a |" in table  # not measured: said so

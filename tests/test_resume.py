@@ -650,9 +650,10 @@ def test_checkpoint_cost_bench_measures_every_model(tmp_path):
     spec = importlib.util.spec_from_file_location("checkpoint_cost", ROOT / "bench" / "checkpoint_cost.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    result = bench.measure("mlp800", steps=4, directory=tmp_path)
-    assert result["epoch_s"] > 0 and 0 < result["save_s"] < result["epoch_s"] and result["load_s"] > 0
-    assert bench.rescan_ratio("lenet5", tmp_path / "rescan", saves=3) > 0
+    result = bench.measure("lenet5", steps=4, rounds=1, every=2, directory=tmp_path)
+    assert result["sync"]["saves_per_fit"] == result["async"]["saves_per_fit"] == 2
+    assert 0 < result["async"]["stall_s"] and 0 < result["sync"]["write_s"] and result["stall_ratio"] > 0
+    assert bench.breakdown("lenet5", tmp_path / "breakdown", saves=2)["total"] > 0
 
 
 @pytest.mark.parametrize(("ranks", "every"), [(1, 1), (2, 1), (2, 8)])

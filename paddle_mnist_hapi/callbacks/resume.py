@@ -13,14 +13,17 @@ works), the LR schedule, epoch and step, the data order, every RNG, hapi's
 running metrics, the AMP scaler and the state of every ``StatefulCallback``.
 On SIGTERM (a preemption) it checkpoints after the current optimizer step
 and stops; with ``max_time`` it stops before the time budget runs out; when
-``fit`` raises, it checkpoints the last consistent state first.
+``fit`` raises, it checkpoints the last consistent state first. Checkpoints are
+written in a background thread from a snapshot in host memory, one at a time;
+``fit`` returns, or exits on a signal, only once they are on disk.
 
 The pieces live apart: the run directory (:mod:`paddle_mnist_hapi.checkpoint.store`;
 its checks, :mod:`~paddle_mnist_hapi.checkpoint.run_dir`), what to keep
 (:mod:`~paddle_mnist_hapi.checkpoint.retention`), the training position
 (:mod:`~paddle_mnist_hapi.checkpoint.position`), preemption
 (:mod:`~paddle_mnist_hapi.checkpoint.preemption`), state capture
-(:mod:`~paddle_mnist_hapi.checkpoint.state`) and hapi's loop
+(:mod:`~paddle_mnist_hapi.checkpoint.state`), the background writes
+(:mod:`~paddle_mnist_hapi.checkpoint.writer`) and hapi's loop
 (:mod:`paddle_mnist_hapi._private.hapi_loop`). This class wires them to hapi's hooks.
 
 Examples:
@@ -42,6 +45,7 @@ Examples:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -68,6 +72,7 @@ from paddle_mnist_hapi.checkpoint.preemption import (
 from paddle_mnist_hapi.checkpoint.restore import latest_valid, load_network, load_weights
 from paddle_mnist_hapi.checkpoint.run_dir import check_run_dir, check_save_dir
 from paddle_mnist_hapi.checkpoint.store import CheckpointInfo, CheckpointStore, read_tensors
+from paddle_mnist_hapi.checkpoint.writer import CheckpointWriter, all_finite
 from paddle_mnist_hapi.errors import CheckpointError, CheckpointMismatchError, ConfigError
 
 __all__ = ["ResumeCkpt", "load_weights"]
@@ -138,6 +143,11 @@ class ResumeCkpt(paddle.callbacks.Callback):
         max_time (float|str, optional): seconds (or ``'DD:HH:MM:SS'``) this
             ``fit`` may take: it checkpoints and returns before the budget runs
             out. Default: None.
+        async_save (bool, optional): write checkpoints in a background thread:
+            the training thread copies the state to host memory and goes on; one
+            write at a time, and ``fit`` returns (or exits on a signal) only when
+            they are on disk. False writes each one on the training thread.
+            Default: True.
 
     Attributes:
         report (dict): what the last ``fit`` did: ``save_dir`` (the run directory);
@@ -179,6 +189,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         init_from: str | os.PathLike[str] | None = None,
         signals: Sequence[int | str] = ("SIGTERM",),
         max_time: float | str | None = None,
+        async_save: bool = True,
         **removed: Any,
     ) -> None:
         super().__init__()
@@ -200,6 +211,9 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self._stop_request = StopRequest(parse_signals(signals), parse_max_time(max_time))
         self.report: dict[str, Any] = {}
         self.global_step = 0
+        if not isinstance(async_save, bool):
+            raise ConfigError(f"async_save must be True or False. Received: async_save={async_save!r}")
+        self._writer = CheckpointWriter(background=async_save)
         self.last_saved: Path | None = None
 
     @property
@@ -211,6 +225,16 @@ class ResumeCkpt(paddle.callbacks.Callback):
     def monitor_mode(self) -> Literal["min", "max"] | None:
         return self._rule.mode if self._rule is not None else None
 
+    @property
+    def last_saved(self) -> Path | None:
+        """The checkpoint this callback wrote last, or None; waits for a write in flight."""
+        self._writer.join()
+        return self._last_saved
+
+    @last_saved.setter
+    def last_saved(self, path: Path | None) -> None:
+        self._last_saved = path
+
     # ------------------------------------------------------------ public helpers
     def _require_store(self) -> CheckpointStore:
         if self.store is None:
@@ -221,6 +245,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         """The valid checkpoint with the best ``monitor`` value (``mode``, ``min_delta``), or None."""
         if self._rule is None or self.store is None:
             return None
+        self._writer.join()
         infos = self.store.known() or [i for i in self.store.scan() if i.valid]
         best = retention.best_k(infos, 1, self._rule.is_improvement)
         return best[0].path if best else None
@@ -229,6 +254,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         """The newest valid checkpoint, or None."""
         if self.store is None:
             return None
+        self._writer.join()
         return next((i.path for i in self.store.scan() if i.valid), None)
 
     def restore_last_good(self) -> dict[str, Any]:
@@ -242,6 +268,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         Raises:
             CheckpointError: there is no valid checkpoint yet.
         """
+        self._writer.join()
         info = next((i for i in self.store.scan() if i.valid), None) if self.store is not None else None
         if info is None:
             raise CheckpointError(f"No valid checkpoint in {self.save_dir} to roll back to.")
@@ -416,7 +443,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
             self._pending = True  # save where training stopped
             if self._stopped is None and not (budget is not None and self._position.global_step >= budget):
                 self._position.stop = STOP_BY_CALLBACK  # EarlyStopping, NaNGuard ...: the run is over
-        self._flush()
+        failure = self._flush_and_wait()  # raised once our hooks are undone
         self.report["stopped"] = self._stopped or self._position.stop
         self.report["finished"] = self._position.remaining(self._loop.epochs, self._loop.num_iters) == 0
         received = self._stop_request.received
@@ -428,6 +455,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
                     callback.on_train_end(logs)
         if self._finished:
             self.model.stop_training = False
+        if failure is not None:
+            raise failure
         if received is not None:
             log.warning("ResumeCkpt: stopped on %s at global step %d; exiting.", received.name, self.global_step)
             raise SystemExit(128 + int(received))
@@ -525,15 +554,22 @@ class ResumeCkpt(paddle.callbacks.Callback):
                 pass  # under launch the other ranks are elsewhere: the newest regular checkpoint stands
             elif self._consistent and at_update:
                 self._pending = True
-                self._flush(crash={"type": type(exc).__name__, "message": str(exc)[:500]})
-                log.error("ResumeCkpt: fit raised %s; checkpointed the last consistent state first (%s)",
-                          type(exc).__name__, self.last_saved)  # fmt: skip
+                failure = self._flush_and_wait(crash={"type": type(exc).__name__, "message": str(exc)[:500]})
+                if failure is None:
+                    log.error("ResumeCkpt: fit raised %s; checkpointed the last consistent state first (%s)",
+                              type(exc).__name__, self.last_saved)  # fmt: skip
+                else:
+                    log.error("ResumeCkpt: fit raised %s; checkpointing the last consistent state failed too: %s",
+                              type(exc).__name__, failure)  # fmt: skip
             else:
                 log.error(
                     "ResumeCkpt: fit raised %s in the middle of an optimizer step or an evaluation; the newest "
                     "checkpoint (%s) stands.", type(exc).__name__, self.latest_path(),
                 )  # fmt: skip
         finally:
+            failure = self._flush_and_wait()  # the write in flight, if any, ends before fit raises
+            if failure is not None:
+                log.error("ResumeCkpt: %s", failure)
             self._cleanup()
             if self._muted:
                 self._unmute()
@@ -580,16 +616,19 @@ class ResumeCkpt(paddle.callbacks.Callback):
         return scalar(self._eval_logs[self.monitor])
 
     def _rank_state(self) -> dict[str, Any]:
-        """What differs between ranks: RNG, the running metrics (each rank sees its own batches), callbacks."""
+        """What differs between ranks: RNG (a snapshot, made data by the writer), the running metrics (each rank
+        sees its own batches), callbacks."""
         mid_epoch = self._position.step_in_epoch > 0
         return {
-            "rng": S.rng_state(),
+            "rng": S.rng_snapshot(),
             "epoch_rng": self._epoch_rng if mid_epoch else None,
             "metrics": S.jsonable_metric_states(self._metrics_snapshot) if mid_epoch else None,
-            "callbacks": {key: cb.state_dict() for key, cb in self._stateful.items()},
+            "callbacks": {key: copy.deepcopy(cb.state_dict()) for key, cb in self._stateful.items()},
         }
 
     def _flush(self, crash: dict[str, Any] | None = None) -> None:
+        """Save if a save is due: snapshot here, write in the background (or here, ``async_save=False``)."""
+        self._writer.raise_failure()  # a background write that failed stops training at the next step
         if not self._pending:
             return
         self._pending = False
@@ -602,12 +641,16 @@ class ResumeCkpt(paddle.callbacks.Callback):
         if not is_rank0():
             return
         network, optimizer = self.model.network, self.model._optimizer
-        model_tensors = static_graph.network_tensors(network)  # a static graph's: copies of its scope's values
+        groups = {"model": static_graph.network_tensors(network)}  # a static graph's: copies of its scope's values
+        if optimizer is not None:
+            groups["optimizer"] = S.optimizer_tensors(optimizer, network)
+        callback_tensors = {
+            f"{key}/{name}": tensor for key, cb in self._stateful.items() for name, tensor in cb.state_tensors().items()
+        }
+        if callback_tensors:
+            groups["callbacks"] = callback_tensors
         with static_graph.eager():
-            finite = all(bool(paddle.isfinite(t).all()) for t in model_tensors.values() if paddle.is_floating_point(t))
-        if not finite:
-            log.error("ResumeCkpt: the model has NaN/Inf values; this state is not checkpointed.")
-            return
+            tensors = self._writer.snapshot(groups)  # after the write in flight: at most one at a time
         position = self._position
         state = {
             "epoch": position.epoch,
@@ -626,18 +669,33 @@ class ResumeCkpt(paddle.callbacks.Callback):
             "fingerprint": self._fingerprint,
             "versions": {"paddle": paddle.__version__},
         }
-        tensors = {"model": model_tensors}
-        if optimizer is not None:
-            tensors["optimizer"] = S.optimizer_tensors(optimizer, network)
-        callback_tensors = {
-            f"{key}/{name}": tensor for key, cb in self._stateful.items() for name, tensor in cb.state_tensors().items()
-        }
-        if callback_tensors:
-            tensors["callbacks"] = callback_tensors
-        self.last_saved = self.store.write(position.global_step, tensors, state)
+        store, step = self.store, position.global_step
         rule = self._rule.is_improvement if self._rule is not None else None
-        self.store.prune(retention.kept(self.store.known(), self.keep_last, self.keep_best, rule))
-        self._save_seconds = max(self._save_seconds, time.monotonic() - started)
+
+        def write() -> None:  # in the writer's thread: touches only the snapshot and the store
+            for rank_state in (state, *(state["ranks"] or ())):
+                rank_state["rng"] = S.jsonable_rng(rank_state["rng"])
+            if not all_finite(tensors["model"]):
+                log.error("ResumeCkpt: the model has NaN/Inf values; this state is not checkpointed.")
+                return
+            self.last_saved = store.write(step, tensors, state)
+            store.prune(retention.kept(store.known(), self.keep_last, self.keep_best, rule))
+
+        self._writer.submit(write, f"ckpt-{step:09d} in {store.save_dir}")
+        self._save_seconds = max(self._save_seconds, time.monotonic() - started, self._writer.seconds)
+
+    def _flush_and_wait(self, crash: dict[str, Any] | None = None) -> CheckpointError | None:
+        """Save if due and wait until the write is on disk; return (not raise) a failed write's error."""
+        try:
+            self._flush(crash)
+            self._writer.wait()
+        except CheckpointError as failure:
+            return failure
+        finally:
+            self._writer.close()
+            if self.store is not None:
+                self.store.release_spares()
+        return None
 
     def _restore_tensors(self, info: CheckpointInfo, lr_changed: bool = False) -> None:
         network, optimizer = self.model.network, self.model._optimizer
