@@ -56,6 +56,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from paddle_mnist_hapi.deploy.calibrate import expected_calibration_error  # noqa: E402
+
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation")
 FONT_FILES = (
     "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf",
@@ -528,23 +531,6 @@ def _share(flags: np.ndarray) -> float | None:
     return round(float(flags.mean()), 4) if len(flags) else None
 
 
-def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    """ECE: the mean |accuracy - confidence| over equal-width confidence bins, weighted by their share.
-
-    Examples:
-        >>> expected_calibration_error(np.array([0.9, 0.9, 0.6, 0.6]), np.array([1, 1, 1, 0]))
-        0.075
-    """
-    confidence, correct = np.asarray(confidence, dtype=np.float64), np.asarray(correct, dtype=np.float64)
-    which = np.minimum((confidence * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        chosen = which == b
-        if chosen.any():
-            total += chosen.mean() * abs(correct[chosen].mean() - confidence[chosen].mean())
-    return round(float(total), 4)
-
-
 def summarize(entries: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[str, Any]:
     """Accuracy overall, per grid cell, per condition, per axis level and per class; the worst cell; ECE."""
     labels = np.asarray([e["label"] for e in entries])
@@ -571,7 +557,7 @@ def summarize(entries: list[dict[str, Any]], records: list[dict[str, Any]]) -> d
     result["worst_cell"] = {"cell": worst, **every[worst]}
     result["kinds"] = {kind: _share(right[[e["kind"] == kind for e in entries]]) for kind in ("pen", "font")}
     result["per_class_accuracy"] = [_share(right[labels == c]) for c in range(10)]
-    result["ece"] = expected_calibration_error(confidence, right)
+    result["ece"] = round(expected_calibration_error(confidence, right), 4)
     result["mean_confidence"] = round(float(confidence.mean()), 4)
     result["uncertain"] = _share(uncertain)
     result["accuracy_when_sure"] = _share(right[~uncertain])

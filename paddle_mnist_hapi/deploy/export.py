@@ -177,6 +177,7 @@ def export_model(
     batch_sizes: Sequence[int] = (1, 16),
     tolerance: float = DEFAULT_TOLERANCE,
     class_names: Sequence[str] | None = None,
+    calibration: dict[str, Any] | None = None,
 ) -> ExportReport:
     """Save ``model`` for inference, reload it with ``paddle.inference`` and verify it.
 
@@ -187,6 +188,8 @@ def export_model(
         batch_sizes (Sequence[int], optional): batch sizes the check runs at. Default: (1, 16).
         tolerance (float, optional): largest allowed absolute difference. Default: 1e-5.
         class_names (Sequence[str], optional): written to the metadata. Default: ``'0'``..``'9'``.
+        calibration (dict, optional): written to the metadata as ``"calibration"`` (a temperature, see
+            :mod:`paddle_mnist_hapi.deploy.calibrate`). Default: None.
 
     Raises:
         ExportError: the model has no input spec, a spec the network cannot take, or the reloaded
@@ -245,6 +248,8 @@ def export_model(
     num_classes = int(expected.shape[-1])
     metadata = _metadata(model, class_names or [str(i) for i in range(num_classes)])
     metadata["verified"] = {"max_abs_diff": worst, "batch_sizes": list(batch_sizes), "tolerance": tolerance}
+    if calibration:
+        metadata["calibration"] = dict(calibration)
     meta_path = prefix + METADATA_SUFFIX
     Path(meta_path).write_text(json.dumps(metadata, indent=2) + "\n")
     Path(prefix + LEGACY_METADATA_SUFFIX).unlink(missing_ok=True)  # an older export's, which jit.load would trip on

@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from paddle_mnist_hapi.data.dataset import MEAN, STD
-from paddle_mnist_hapi.deploy.preprocess import MAX_PIXELS, Invert, preprocess
+from paddle_mnist_hapi.deploy.preprocess import MAX_PIXELS, Invert, preprocess_digit
 from paddle_mnist_hapi.errors import ImageError
 
 __all__ = ["Decoders", "prepare"]
@@ -45,7 +45,8 @@ __all__ = ["Decoders", "prepare"]
 log = logging.getLogger("paddle_mnist_hapi.serve")
 
 Prepared = tuple[np.ndarray | None, str, int, str]
-"""``(model input, model input as a PNG data URL, HTTP status, error message)``."""
+"""``(model input, model input as a PNG data URL, HTTP status, message)``: the error message, or with
+status 200 why the picture does not look like one digit ("" when it does)."""
 
 
 def prepare(data: bytes, max_pixels: int = MAX_PIXELS, invert: Invert = "auto") -> Prepared:
@@ -61,11 +62,11 @@ def prepare(data: bytes, max_pixels: int = MAX_PIXELS, invert: Invert = "auto") 
         message = f"The image is too large to decode safely: {shown}, at most {max_pixels:,} "
         return None, "", 413, message + "(decompression-bomb guard). Resize it first."
     try:
-        image = preprocess(data, invert=invert, max_pixels=max_pixels)
+        image, digit = preprocess_digit(data, invert=invert, max_pixels=max_pixels)
     except ImageError as exc:
         message = " ".join(str(exc).split()).replace(f"<{len(data)} bytes>", "the upload")
         return None, "", 422, re.sub(r"\s*Received: image=.*$", "", message)
-    return image, _png_data_url(image), 200, ""
+    return image, _png_data_url(image), 200, digit.problem or ""
 
 
 def _pixels_in_header(data: bytes) -> int | None:
