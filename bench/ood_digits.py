@@ -517,14 +517,35 @@ def write(directory: str | os.PathLike[str], n: int = DEFAULT_N, seed: int = 0) 
 
 
 def predict_files(model: str, files: list[str], env: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The CLI's records: ``python -m paddle_mnist_hapi.cli predict --json --model MODEL FILE...``."""
+    """The CLI's records: ``python -m paddle_mnist_hapi.cli predict --json --model MODEL FILE...``.
+
+    The files go 200 at a time; when the CLI refuses a batch (it stops at the first picture it cannot
+    read), that batch goes one file at a time, and a refused picture counts as not read:
+    ``{"label": -1, "confidence": 0.0, "error": ...}``.
+    """
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    command = [sys.executable, "-m", "paddle_mnist_hapi.cli", "predict", "--json", "--model", model, *files]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"paddle-mnist predict failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["predictions"]
+
+    def cli(chunk: list[str]) -> tuple[list[dict[str, Any]] | None, str]:
+        command = [sys.executable, "-m", "paddle_mnist_hapi.cli", "predict", "--json", "--model", model, *chunk]
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800, check=False)
+        if proc.returncode == 2:
+            return None, proc.stderr.strip()[-500:]
+        if proc.returncode != 0:
+            raise RuntimeError(f"paddle-mnist predict failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])["predictions"], ""
+
+    records: list[dict[str, Any]] = []
+    for start in range(0, len(files), 200):
+        chunk = files[start : start + 200]
+        got, _ = cli(chunk)
+        if got is None:
+            got = []
+            for file in chunk:
+                one, error = cli([file])
+                got.extend(one or [{"source": file, "label": -1, "confidence": 0.0, "error": error}])
+        records.extend(got)
+    return records
 
 
 def _share(flags: np.ndarray) -> float | None:
@@ -555,6 +576,7 @@ def summarize(entries: list[dict[str, Any]], records: list[dict[str, Any]]) -> d
     every = {**result["cells"], **result["conditions"]}
     worst = min(every, key=lambda name: (every[name]["accuracy"], name))
     result["worst_cell"] = {"cell": worst, **every[worst]}
+    result["refused"] = sum(1 for r in records if r.get("error"))
     result["kinds"] = {kind: _share(right[[e["kind"] == kind for e in entries]]) for kind in ("pen", "font")}
     result["per_class_accuracy"] = [_share(right[labels == c]) for c in range(10)]
     result["ece"] = round(expected_calibration_error(confidence, right), 4)

@@ -68,6 +68,8 @@ THIN_ABOVE = 1.6
 THIN_TO = 1.3
 #: The paper level "varies" when its estimate spans more than this share of the ink's contrast.
 VARIES = 0.08
+#: The paper's level is measured pixel by pixel only when ink covers less than this share of the picture.
+LOCAL_INK_BELOW = 0.3
 #: Ink at or above this share of the ink's contrast belongs to a mark.
 MARK_LEVEL = 0.35
 
@@ -242,7 +244,7 @@ def _threshold(values: np.ndarray) -> float:
     return float(edges[1:][np.nanargmax(np.where((below > 0) & (above > 0), between, np.nan))])
 
 
-def paper_level(ink: np.ndarray, grid: int = 48, smooth: float = 12) -> tuple[np.ndarray, bool]:
+def paper_level(ink: np.ndarray, grid: int = 48, smooth: float = 12) -> tuple[np.ndarray, bool, float]:
     """The paper's own level under each pixel of an ink image (ink bright), and whether it varies.
 
     Estimated on a ``grid``-pixel thumbnail from paper pixels only: pixels that
@@ -258,14 +260,14 @@ def paper_level(ink: np.ndarray, grid: int = 48, smooth: float = 12) -> tuple[np
         >>> yy, xx = np.mgrid[0:100, 0:100]
         >>> page = xx * 0.6                    # lighting: 0 on the left, 60 on the right
         >>> page[40:60, 48:52] += 150          # a stroke
-        >>> level, varies = paper_level(page)
+        >>> level, varies, ink_share = paper_level(page)
         >>> flat = page - level
-        >>> float(np.abs(flat[:, :30]).max()) < 10, float(flat[50, 50]) > 120, varies
-        (True, True, True)
+        >>> float(np.abs(flat[:, :30]).max()) < 10, float(flat[50, 50]) > 120, varies, ink_share < 0.1
+        (True, True, True, True)
         >>> blob = np.zeros((60, 40)); blob[3:57, 4:36] = 200        # ink fills the frame
-        >>> level, varies = paper_level(blob)
-        >>> float(level.max()) < 20, varies
-        (True, False)
+        >>> level, varies, ink_share = paper_level(blob)
+        >>> float(level.max()) < 20, varies, ink_share > 0.5
+        (True, False, True)
     """
     ink = np.asarray(ink, dtype=np.float32)
     height, width = ink.shape
@@ -288,7 +290,7 @@ def paper_level(ink: np.ndarray, grid: int = 48, smooth: float = 12) -> tuple[np
     contrast = max(1.0, float(np.percentile(small, 99.5)) - float(np.median(level)))
     spread = float(np.percentile(level, 97) - np.percentile(level, 3))
     full = _resize(level, (width, height), Image.Resampling.BILINEAR)
-    return full, spread > VARIES * contrast
+    return full, spread > VARIES * contrast, float(is_ink.mean())
 
 
 def components(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -475,8 +477,9 @@ def _find_digit_as(gray: np.ndarray, inverted: bool, background: Background) -> 
     if background == "global":
         paper, used = np.float32(np.median(ink)), "global"
     else:
-        estimate, varies = paper_level(ink)
-        local = background == "local" or varies
+        estimate, varies, ink_share = paper_level(ink)
+        # the level under every pixel only where it varies and the ink leaves enough paper to measure it
+        local = background == "local" or (varies and ink_share < LOCAL_INK_BELOW)
         paper, used = (estimate, "local") if local else (np.float32(np.median(estimate)), "global")
     contrast = level - float(np.median(paper))
     if contrast < 16:
