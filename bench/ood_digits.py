@@ -591,7 +591,12 @@ def evaluate(model: str, n: int = DEFAULT_N, seed: int = 0, directory: str | Non
     """The matrix for the exported ``model`` on the set ``(n, seed)``, through ``paddle-mnist predict``."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(directory or tmp)
-        entries = write(folder, n, seed)
+        manifest = folder / "labels.json"
+        written = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        if (written.get("seed"), written.get("n")) == (seed, n):  # the same set, written before (--keep DIR)
+            entries = written["images"]
+        else:
+            entries = write(folder, n, seed)
         records = predict_files(model, [str(folder / e["file"]) for e in entries])
     return {"model": model, "set": "bench/ood_digits.py matrix", "seed": seed, **summarize(entries, records)}
 
@@ -636,7 +641,11 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("directory")
     e = sub.add_parser("eval", help="accuracy of an exported model per cell, through paddle-mnist predict")
     e.add_argument("--model", required=True, help="export prefix or run directory")
-    e.add_argument("--keep", default=None, help="write the pictures here (default: a temporary directory)")
+    e.add_argument(
+        "--keep",
+        default=None,
+        help="write the pictures here, or reuse the same set written there (default: a temp dir)",
+    )
     e.add_argument("--markdown", action="store_true", help="print Markdown tables (to stderr) as well")
     for p in (w, e):
         p.add_argument("--n", type=int, default=DEFAULT_N)
