@@ -520,7 +520,7 @@ def predict_files(model: str, files: list[str], env: dict[str, str] | None = Non
     """The CLI's records: ``python -m paddle_mnist_hapi.cli predict --json --model MODEL FILE...``.
 
     The files go 200 at a time; when the CLI refuses a batch (it stops at the first picture it cannot
-    read), that batch goes one file at a time, and a refused picture counts as not read:
+    read), the batch is split in halves until the refused picture is found, which counts as not read:
     ``{"label": -1, "confidence": 0.0, "error": ...}``.
     """
     env = dict(os.environ if env is None else env)
@@ -535,17 +535,16 @@ def predict_files(model: str, files: list[str], env: dict[str, str] | None = Non
             raise RuntimeError(f"paddle-mnist predict failed ({proc.returncode}): {proc.stderr[-2000:]}")
         return json.loads(proc.stdout.strip().splitlines()[-1])["predictions"], ""
 
-    records: list[dict[str, Any]] = []
-    for start in range(0, len(files), 200):
-        chunk = files[start : start + 200]
-        got, _ = cli(chunk)
-        if got is None:
-            got = []
-            for file in chunk:
-                one, error = cli([file])
-                got.extend(one or [{"source": file, "label": -1, "confidence": 0.0, "error": error}])
-        records.extend(got)
-    return records
+    def read(chunk: list[str]) -> list[dict[str, Any]]:
+        got, error = cli(chunk)
+        if got is not None:
+            return got
+        if len(chunk) == 1:
+            return [{"source": chunk[0], "label": -1, "confidence": 0.0, "error": error}]
+        half = len(chunk) // 2  # find the refused picture by halves
+        return read(chunk[:half]) + read(chunk[half:])
+
+    return [record for start in range(0, len(files), 200) for record in read(files[start : start + 200])]
 
 
 def _share(flags: np.ndarray) -> float | None:
