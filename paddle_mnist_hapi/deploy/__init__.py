@@ -3,6 +3,8 @@
 - :mod:`~paddle_mnist_hapi.deploy.export`: ``model.save(training=False)`` verified with ``paddle.inference``
 - :mod:`~paddle_mnist_hapi.deploy.onnx_export`: optional ONNX, verified with onnxruntime
 - :mod:`~paddle_mnist_hapi.deploy.preprocess`: a picture (file, photo, drawing) to the model's input
+- :mod:`~paddle_mnist_hapi.deploy.mnist_digit`: the one handwritten digit in a picture, drawn as MNIST did
+- :mod:`~paddle_mnist_hapi.deploy.calibrate`: temperature scaling, ECE and the ``uncertain`` threshold
 - :mod:`~paddle_mnist_hapi.deploy.predict`: ``Predictor`` for image files, arrays and batches
 - :mod:`~paddle_mnist_hapi.deploy.reports`: accuracy, confusion matrix and misclassified images
 
