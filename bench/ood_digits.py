@@ -1,34 +1,48 @@
-"""Digits that are not MNIST: a seeded generator, and the accuracy of a model on them through ``paddle-mnist predict``.
+"""Digits that are not MNIST, as a matrix of picture kinds: a seeded generator, and a model's accuracy
+per cell through the real ``paddle-mnist predict --json``.
 
-    python bench/ood_digits.py write DIR [--n 1000] [--seed 0]          # the image files + labels.json
-    python bench/ood_digits.py eval --model PREFIX [--n 1000] [--seed 0]  # accuracy through the real CLI
+    python bench/ood_digits.py write DIR [--n 2160] [--seed 0]               # the image files + labels.json
+    python bench/ood_digits.py eval --model PREFIX [--n 2160] [--seed 0]     # accuracy per cell, through the CLI
+    python bench/ood_digits.py eval --model PREFIX --markdown                # the same as Markdown tables
 
-What users photograph is not MNIST: a different pen, slant and size, paper
-that is not black, a digit that is not centred. Each image here is made from
-scratch (never from MNIST pixels) and must never be trained on:
+What users photograph is not MNIST. Each picture here is made from scratch
+(never from MNIST pixels) and must never be trained on. Every picture is one
+point of seven explicit axes (``AXES``):
 
-* ``pen`` (3 in 4): a digit drawn by a pen-stroke model: per class one of
-  several skeletons (a 1 with or without flag and base, a 7 with or without a
-  crossbar, an open or closed 4, a straight or curved 9 ...), a smooth random
-  distortion of the plane, slant, rotation, aspect, a stroke width from a fine
-  pen to a marker;
-* ``font`` (1 in 4): a digit in one of the TrueType fonts found on the machine
-  (DejaVu, Liberation; Pillow's own font when none is), slanted and rotated;
-* then a picture around it: uneven paper (lighting gradient, blotches, grain,
-  sometimes faint ruled lines) with dark ink, or a dark board with light chalk
-  (1 in 4); off-centre with margins, a canvas of 64-240 pixels, not square;
-  sometimes colour, a perspective tilt, blur, noise, JPEG compression.
+* ``framing``: ``page`` (the digit is 20-35% of the picture's height on a large
+  page, 240-480 px), ``margin`` (35-70%, off-centre), ``tight`` (a crop: 70-95%);
+* ``stroke``: ``hairline`` (1.5-4% of the digit's height, at least one pixel),
+  ``pen`` (6-13%), ``marker`` (18-33%: a blob; narrowed only as far as needed to
+  keep the digit's holes open, so a 0, 6, 8 or 9 stays readable to a person);
+* ``softness``: ``sharp`` (anti-aliased edges only), ``lowres`` (the picture
+  scanned with the digit 8-64 px tall and enlarged back), ``blur`` (Gaussian,
+  sigma 3-8% of the digit's height: out of focus);
+* ``polarity``: ``dark-on-light`` (ink on paper) or ``light-on-dark`` (chalk on a board);
+* ``lighting``: ``flat`` or ``uneven`` (a light gradient, vignetting, blotches,
+  sometimes a shadow edge or faint ruled lines);
+* ``colour``: ``grey`` (an 'L' image) or ``colour`` (coloured ink, tinted paper and light);
+* ``format``: ``png`` or ``jpeg`` (quality 40-90).
+
+Every combination of the first three (27 cells) gets ``n / 27`` pictures, and
+inside each of them the 16 combinations of the last four are balanced (exactly,
+when ``n / 27`` is a multiple of 16), as are the ten classes (a multiple of 10).
+The digit itself is drawn by a pen-stroke model (3 in 4: per class several
+skeletons, a smooth random warp of the plane, slant, rotation, aspect) or set
+in a TrueType font (1 in 4; not at hairline width), with uneven ink and noise.
 
 The set is a pure function of ``(n, seed)`` (and of the fonts installed: the
-manifest names each image's font). ``eval`` writes the set to a temporary
-directory, runs ``python -m paddle_mnist_hapi.cli predict --json --model
-PREFIX`` on the files, and prints one JSON object: ``accuracy`` and the
-accuracy per kind (``pen``/``font``, ``paper``/``board``).
+manifest names each picture's font). ``eval`` writes the set to a temporary
+directory, runs ``python -m paddle_mnist_hapi.cli predict --json --model PREFIX``
+on the files and prints one JSON object: the accuracy overall, per cell of the
+27-cell grid (``cells``), per combination of the other four axes
+(``conditions``), per level of every axis (``levels``), per class, the worst
+cell, and the expected calibration error of the confidences the CLI printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -39,9 +53,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from paddle_mnist_hapi.deploy.calibrate import expected_calibration_error  # noqa: E402
+
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation")
 FONT_FILES = (
     "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSansMono.ttf",
@@ -49,6 +66,26 @@ FONT_FILES = (
     "LiberationSans-Regular.ttf", "LiberationSans-Italic.ttf", "LiberationSerif-Regular.ttf",
     "LiberationMono-Regular.ttf", "LiberationSansNarrow-Regular.ttf", "LiberationSerif-BoldItalic.ttf",
 )  # fmt: skip
+
+#: The axes of the matrix and their levels.
+AXES: dict[str, tuple[str, ...]] = {
+    "framing": ("page", "margin", "tight"),
+    "stroke": ("hairline", "pen", "marker"),
+    "softness": ("sharp", "lowres", "blur"),
+    "polarity": ("dark-on-light", "light-on-dark"),
+    "lighting": ("flat", "uneven"),
+    "colour": ("grey", "colour"),
+    "format": ("png", "jpeg"),
+}
+#: Every combination of these is a cell of the grid (27 cells).
+GRID = ("framing", "stroke", "softness")
+#: Every combination of these is balanced inside each grid cell (16 conditions).
+BALANCED = ("polarity", "lighting", "colour", "format")
+GRID_CELLS = list(itertools.product(*(AXES[a] for a in GRID)))
+CONDITIONS = list(itertools.product(*(AXES[a] for a in BALANCED)))
+#: The default set: 80 pictures per grid cell (5 of each condition, 8 of each class).
+DEFAULT_N = len(GRID_CELLS) * 80
+SUPERSAMPLE = 4
 
 Point = tuple[float, float]
 Stroke = list[Point]
@@ -113,19 +150,58 @@ SKELETONS: dict[int, list[list[Stroke]]] = {
 
 
 class Sample(NamedTuple):
-    """One generated picture and what it shows."""
+    """One generated picture, what it shows and where it sits in the matrix."""
 
     image: Image.Image
     label: int
+    conditions: dict[str, str]  # one level of every axis in AXES
     kind: str  # "pen" or "font"
-    background: str  # "paper" or "board"
     font: str | None
-    fmt: str  # "png" or "jpeg"
+    quality: int | None  # JPEG quality; None for PNG
+    fill: float  # the digit's height / the picture's height
+    stroke_ratio: float  # stroke width / the digit's height
 
 
 def _fonts() -> list[str]:
     found = [os.path.join(d, f) for d in FONT_DIRS for f in FONT_FILES if os.path.exists(os.path.join(d, f))]
     return sorted(set(found))
+
+
+def cell_name(conditions: dict[str, str], axes: tuple[str, ...] = GRID) -> str:
+    """``'page/hairline/sharp'``: the levels of ``axes``, joined.
+
+    Examples:
+        >>> cell_name(conditions(0, 0))
+        'page/hairline/sharp'
+    """
+    return "/".join(conditions[a] for a in axes)
+
+
+def conditions(index: int, seed: int) -> dict[str, str]:
+    """The levels of every axis for the ``index``-th picture of the set ``seed``.
+
+    Pictures go round the 27 grid cells; the ``k``-th picture of a cell takes the
+    ``k``-th condition of a seeded shuffle of the 16, reshuffled every 16.
+
+    Examples:
+        >>> [conditions(i, 0)["framing"] for i in (0, 9, 18, 27)]
+        ['page', 'margin', 'tight', 'page']
+    """
+    cell = index % len(GRID_CELLS)
+    k = index // len(GRID_CELLS)
+    order = np.random.default_rng([seed, cell, k // len(CONDITIONS), 1]).permutation(len(CONDITIONS))
+    condition = CONDITIONS[int(order[k % len(CONDITIONS)])]
+    return dict(zip(GRID, GRID_CELLS[cell], strict=True)) | dict(zip(BALANCED, condition, strict=True))
+
+
+def label_of(index: int, seed: int) -> int:
+    """The class of the ``index``-th picture: the classes go round inside every grid cell."""
+    cell = index % len(GRID_CELLS)
+    offset = int(np.random.default_rng([seed, cell, 2]).integers(10))
+    return (index // len(GRID_CELLS) + offset) % 10
+
+
+# --------------------------------------------------------------------------- the digit's shape
 
 
 def _distort(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -144,43 +220,146 @@ def _distort(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
-def _pen_mask(
-    label: int, size: tuple[int, int], box: tuple[float, float, float], rng: np.random.Generator
-) -> Image.Image:
-    """An 'L' mask of a pen-drawn digit: ``box`` = (centre x, centre y, digit height) in pixels."""
-    variants = SKELETONS[label]
-    strokes = variants[int(rng.integers(len(variants)))]
-    all_points = _distort(np.concatenate([np.asarray(s, dtype=np.float64) for s in strokes]), rng)
-    cx, cy, height = box
-    width = max(1, round(height * rng.uniform(0.05, 0.16)))  # fine pen .. marker
-    mask = Image.new("L", size, 0)
-    draw = ImageDraw.Draw(mask)
-    start = 0
-    for stroke in strokes:
-        pts = all_points[start : start + len(stroke)] * height + (cx, cy)
-        start += len(stroke)
-        xy = [tuple(p) for p in pts]
-        draw.line(xy, fill=255, width=width, joint="curve")
+def _pen_layer(strokes: list[np.ndarray], height: float, width: float) -> Image.Image:
+    """An 'L' layer with the strokes (centred unit-height coordinates) drawn ``height`` px tall, ``width`` px wide."""
+    pad = width + 4
+    points = [s * height for s in strokes]
+    low = np.min([p.min(axis=0) for p in points], axis=0) - pad
+    high = np.max([p.max(axis=0) for p in points], axis=0) + pad
+    layer = Image.new("L", (math.ceil(high[0] - low[0]), math.ceil(high[1] - low[1])), 0)
+    draw = ImageDraw.Draw(layer)
+    for stroke in points:
+        xy = [tuple(p - low) for p in stroke]
+        draw.line(xy, fill=255, width=max(1, round(width)), joint="curve")
         r = width / 2
         for px, py in (xy[0], xy[-1]):  # round pen ends
             draw.ellipse([px - r, py - r, px + r, py + r], fill=255)
-    return mask
+    return layer
 
 
-def _font_mask(
-    label: int, size: tuple[int, int], box: tuple[float, float, float], font_path: str | None, rng: np.random.Generator
+def _font_layer(
+    label: int, font_path: str | None, height: float, width: float, rng: np.random.Generator
 ) -> Image.Image:
-    cx, cy, height = box
-    font_size = max(8, round(height * 1.35))
-    font = ImageFont.truetype(font_path, font_size) if font_path else ImageFont.load_default(font_size)
-    layer = Image.new("L", (font_size * 2, font_size * 2), 0)
-    ImageDraw.Draw(layer).text((font_size, font_size), str(label), fill=255, font=font, anchor="mm")
+    """An 'L' layer with the digit set in a font, about ``height`` px tall, strokes about ``width`` px wide."""
+    probe = 200
+    font = ImageFont.truetype(font_path, probe) if font_path else ImageFont.load_default(probe)
+    box = font.getbbox(str(label), anchor="mm")
+    size = max(8, round(probe * height / max(1, box[3] - box[1])))
+    font = ImageFont.truetype(font_path, size) if font_path else ImageFont.load_default(size)
+    canvas = size * 2
+    layer = Image.new("L", (canvas, canvas), 0)
+    ImageDraw.Draw(layer).text((size, size), str(label), fill=255, font=font, anchor="mm")
+    natural = _stroke_width(np.asarray(layer) > 127)
+    if width > natural + 1:  # thicker than the font: an outline of the missing width
+        layer = Image.new("L", (canvas, canvas), 0)
+        outline = round((width - natural) / 2)
+        ImageDraw.Draw(layer).text(
+            (size, size), str(label), fill=255, font=font, anchor="mm", stroke_width=outline, stroke_fill=255
+        )
+    layer = layer.crop(layer.getbbox() or (0, 0, 1, 1))
+    if width < 0.8 * natural:  # thinner: erode (only from pen-width fonts; hairline cells have no fonts)
+        layer = ImageOps.expand(layer, 2, 0)
+        for _ in range(round((natural - width) / 2)):
+            layer = layer.filter(ImageFilter.MinFilter(3))
     slant, angle = rng.uniform(-0.3, 0.3), rng.uniform(-10, 10)
-    layer = layer.transform(layer.size, Image.Transform.AFFINE, (1, slant, -slant * font_size, 0, 1, 0))
+    pad = layer.height // 2 + 2  # room to slant and rotate into
+    layer = ImageOps.expand(layer, pad, 0)
+    centre = layer.height / 2
+    layer = layer.transform(layer.size, Image.Transform.AFFINE, (1, slant, -slant * centre, 0, 1, 0))
     layer = layer.rotate(angle, resample=Image.Resampling.BILINEAR)
-    mask = Image.new("L", size, 0)
-    mask.paste(layer, (round(cx - font_size), round(cy - font_size)))
-    return mask
+    return layer.crop(layer.getbbox() or (0, 0, 1, 1))
+
+
+def _stroke_width(ink: np.ndarray) -> float:
+    """Mean stroke width of a binary mask: 2 * area / boundary length."""
+    area = int(ink.sum())
+    if area == 0:
+        return 0.0
+    padded = np.pad(ink, 1)
+    interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    return 2.0 * area / max(1, area - int(interior.sum()))
+
+
+def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels (1..n, 0 = not in the mask) of the 4-connected regions of a boolean mask, and n."""
+    mask = np.asarray(mask, dtype=bool)
+    size = mask.size
+    labels = np.where(mask, np.arange(size).reshape(mask.shape), size)
+    down, right = mask[:-1, :] & mask[1:, :], mask[:, :-1] & mask[:, 1:]
+    while True:  # every pixel takes its neighbours' smallest label, then its label's label
+        low = labels.copy()
+        np.minimum(low[1:, :], np.where(down, labels[:-1, :], size), out=low[1:, :])
+        np.minimum(low[:-1, :], np.where(down, labels[1:, :], size), out=low[:-1, :])
+        np.minimum(low[:, 1:], np.where(right, labels[:, :-1], size), out=low[:, 1:])
+        np.minimum(low[:, :-1], np.where(right, labels[:, 1:], size), out=low[:, :-1])
+        flat = low.ravel()
+        inside = flat < size
+        flat[inside] = flat[flat[inside]]
+        if np.array_equal(low, labels):
+            break
+        labels = low
+    roots, dense = np.unique(labels[mask], return_inverse=True)
+    out = np.zeros(mask.shape, dtype=np.int32)
+    out[mask] = dense + 1
+    return out, len(roots)
+
+
+def _holes(layer: Image.Image, smallest: int) -> int:
+    """Background regions enclosed by ink (the holes of a 0, 6, 8, 9 ...) of at least ``smallest`` pixels."""
+    paper = np.pad(np.asarray(layer) <= 127, 1, constant_values=True)
+    labels, count = _components(paper)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    outside = labels[0, 0]
+    return int(sum(1 for k in range(1, count + 1) if k != outside and sizes[k] >= smallest))
+
+
+def _legible_width(draw: Any, ratio: float) -> float:
+    """The largest stroke ratio up to ``ratio`` that keeps the holes a fine pen shows (at 64 px height)."""
+    guard = 64
+    smallest = int((0.05 * guard) ** 2)
+    wanted = _holes(draw(guard, 0.05 * guard), smallest)
+    while ratio > 0.08 and _holes(draw(guard, ratio * guard), smallest) != wanted:
+        ratio *= 0.9
+    return ratio
+
+
+def _digit(label: int, kind: str, font: str | None, height: float, ratio: float, rng: np.random.Generator):
+    """The digit's coverage (float 0..1, about ``height`` px tall), its stroke ratio after the legibility guard."""
+    if kind == "pen":
+        variants = SKELETONS[label]
+        strokes = variants[int(rng.integers(len(variants)))]
+        points = _distort(np.concatenate([np.asarray(s, dtype=np.float64) for s in strokes]), rng)
+        split = np.cumsum([len(s) for s in strokes])[:-1]
+        parts = np.split(points, split)
+
+        def draw(h: float, w: float) -> Image.Image:
+            return _pen_layer(parts, h, w)
+    else:
+        state = rng.bit_generator.state
+
+        def draw(h: float, w: float) -> Image.Image:
+            rng.bit_generator.state = state  # the same slant and rotation at every size
+            return _font_layer(label, font, h, w, rng)
+
+    if ratio > 0.15:
+        ratio = _legible_width(draw, ratio)
+    scale = min(SUPERSAMPLE, 256 / height) if height >= 24 else math.ceil(96 / height)  # anti-aliased edges
+    layer = draw(height * scale, max(1.0, ratio * height) * scale)
+    layer = layer.crop(layer.getbbox() or (0, 0, 1, 1))
+    size = (max(1, round(layer.width / scale)), max(1, round(layer.height / scale)))
+    coverage = np.asarray(layer.resize(size, Image.Resampling.BOX), dtype=np.float32) / 255.0
+    return coverage, ratio
+
+
+# --------------------------------------------------------------------------- the picture around it
+
+#: Reflectances (R, G, B) of coloured inks, papers, boards and chalks.
+INKS = [(0.08, 0.1, 0.25), (0.1, 0.2, 0.65), (0.65, 0.1, 0.12), (0.1, 0.4, 0.15), (0.3, 0.1, 0.45), (0.3, 0.3, 0.32)]
+PAPERS = [(0.92, 0.92, 0.9), (0.95, 0.9, 0.75), (0.97, 0.92, 0.5), (0.8, 0.88, 0.95), (0.78, 0.78, 0.76)]
+BOARDS = [(0.1, 0.25, 0.15), (0.07, 0.07, 0.08), (0.15, 0.18, 0.25), (0.2, 0.12, 0.1)]
+CHALKS = [(0.9, 0.9, 0.88), (0.95, 0.9, 0.4), (0.95, 0.6, 0.7), (0.6, 0.8, 0.95)]
+LIGHTS = [(1.0, 1.0, 1.0), (1.0, 0.9, 0.75), (0.85, 0.92, 1.0)]
+LUMA = np.asarray([0.299, 0.587, 0.114])
 
 
 def _smooth_noise(shape: tuple[int, int], cells: int, rng: np.random.Generator) -> np.ndarray:
@@ -188,21 +367,45 @@ def _smooth_noise(shape: tuple[int, int], cells: int, rng: np.random.Generator) 
     return np.asarray(coarse.resize((shape[1], shape[0]), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
 
 
-def _background(shape: tuple[int, int], board: bool, rng: np.random.Generator) -> np.ndarray:
+def _lighting(shape: tuple[int, int], uneven: bool, rng: np.random.Generator) -> np.ndarray:
+    """How much light falls on each pixel (1 = full), ``(H, W)``."""
     height, width = shape
+    if not uneven:
+        return np.ones(shape, dtype=np.float32)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    yy, xx = yy / height, xx / width
     direction = rng.uniform(0, 2 * math.pi)
-    ramp = (np.cos(direction) * xx / width + np.sin(direction) * yy / height) - 0.5
-    if board:
-        level = rng.uniform(15, 70) + rng.uniform(0, 30) * ramp
-    else:
-        level = rng.uniform(175, 245) + rng.uniform(0, 60) * ramp  # lighting falls off across the page
-    level = level + rng.uniform(0, 25) * (_smooth_noise(shape, 4, rng) - 0.5)  # blotches, shadows
-    if not board and rng.random() < 0.2:  # faint ruled lines
-        spacing = rng.uniform(0.2, 0.35) * height
-        lines = (np.mod(yy + rng.uniform(0, spacing), spacing) < max(1.0, height / 100)).astype(np.float32)
-        level = level - rng.uniform(10, 30) * lines
-    return level
+    ramp = np.cos(direction) * (xx - 0.5) + np.sin(direction) * (yy - 0.5)  # -0.7 .. 0.7
+    light = 1.0 - rng.uniform(0.1, 0.45) * (ramp - ramp.min()) / max(1e-6, float(np.ptp(ramp)))
+    light -= rng.uniform(0, 0.25) * ((xx - 0.5) ** 2 + (yy - 0.5) ** 2) * 2  # vignetting
+    light -= rng.uniform(0, 0.15) * (_smooth_noise(shape, 4, rng) - 0.5)  # blotches
+    if rng.random() < 0.3:  # the edge of a shadow (a hand, a phone) across the page
+        angle = rng.uniform(0, 2 * math.pi)
+        side = np.cos(angle) * (xx - rng.uniform(0.2, 0.8)) + np.sin(angle) * (yy - rng.uniform(0.2, 0.8))
+        light -= rng.uniform(0.1, 0.3) / (1 + np.exp(-side / rng.uniform(0.02, 0.08)))
+    return np.clip(light, 0.4, 1.0).astype(np.float32)
+
+
+def _materials(
+    dark_on_light: bool, colour: bool, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(background, ink, light colour)`` reflectances, 3 channels each (equal channels for grey)."""
+    if not colour:
+        if dark_on_light:
+            paper, ink = rng.uniform(0.72, 0.95), rng.uniform(0.03, 0.3)
+        else:
+            paper, ink = rng.uniform(0.04, 0.25), rng.uniform(0.6, 0.95)
+        return np.full(3, paper), np.full(3, ink), np.ones(3)
+    while True:
+        if dark_on_light:
+            paper = np.asarray(PAPERS[int(rng.integers(len(PAPERS)))]) * rng.uniform(0.9, 1.03)
+            ink = np.asarray(INKS[int(rng.integers(len(INKS)))]) * rng.uniform(0.6, 1.2)
+        else:
+            paper = np.asarray(BOARDS[int(rng.integers(len(BOARDS)))]) * rng.uniform(0.7, 1.3)
+            ink = np.asarray(CHALKS[int(rng.integers(len(CHALKS)))]) * rng.uniform(0.85, 1.05)
+        light = np.asarray(LIGHTS[int(rng.integers(len(LIGHTS)))])
+        if abs(float(LUMA @ (paper * light)) - float(LUMA @ (ink * light))) >= 0.35:  # a person sees the digit
+            return np.clip(paper, 0, 1), np.clip(ink, 0, 1), light
 
 
 def make_sample(index: int, seed: int, fonts: list[str] | None = None) -> Sample:
@@ -210,54 +413,86 @@ def make_sample(index: int, seed: int, fonts: list[str] | None = None) -> Sample
 
     Examples:
         >>> a, b = make_sample(3, 0), make_sample(3, 0)
-        >>> a.label == b.label and a.image.tobytes() == b.image.tobytes()
-        True
+        >>> a.label == b.label and a.image.tobytes() == b.image.tobytes(), a.conditions["framing"]
+        (True, 'page')
     """
+    levels = conditions(index, seed)
+    label = label_of(index, seed)
     rng = np.random.default_rng([seed, index])
     fonts = _fonts() if fonts is None else fonts
-    label = int(rng.integers(10))
-    width, height = int(rng.integers(64, 241)), int(rng.integers(64, 241))
-    digit_height = min(height / 1.4, width / 1.2) * rng.uniform(0.5, 1.0)
-    margin_x, margin_y = 0.6 * digit_height + 2, 0.7 * digit_height + 2
-    cx = rng.uniform(margin_x, max(margin_x, width - margin_x))  # off-centre, with margins
-    cy = rng.uniform(margin_y, max(margin_y, height - margin_y))
-    kind = "font" if rng.random() < 0.25 else "pen"
-    font = None
-    if kind == "font":
-        font = fonts[int(rng.integers(len(fonts)))] if fonts else None
-        mask = _font_mask(label, (width, height), (cx, cy, digit_height), font, rng)
+    framing, stroke = levels["framing"], levels["stroke"]
+    # the digit's height in pixels and its share of the picture's height
+    if framing == "page":
+        fill, canvas_height = rng.uniform(0.2, 0.35), rng.uniform(240, 480)
+    elif framing == "margin":
+        fill, canvas_height = rng.uniform(0.35, 0.7), rng.uniform(64, 240)
     else:
-        mask = _pen_mask(label, (width, height), (cx, cy, digit_height), rng)
-    if rng.random() < 0.5:  # soft pen edges
-        mask = mask.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
-    board = rng.random() < 0.25
-    background = _background((height, width), board, rng)
-    ink_level = rng.uniform(180, 250) if board else rng.uniform(10, 90)
-    pressure = 0.75 + 0.25 * _smooth_noise((height, width), 3, rng)  # uneven ink
-    alpha = np.asarray(mask, dtype=np.float32) / 255.0 * pressure
-    gray = background * (1 - alpha) + ink_level * alpha
-    gray = gray + rng.normal(0, rng.uniform(1, 10), gray.shape)  # sensor and paper grain
-    if rng.random() < 0.4:  # colour: blue ink on warm paper, or a tinted board
-        tint = np.asarray([rng.uniform(0.85, 1.1), rng.uniform(0.85, 1.05), rng.uniform(0.8, 1.15)])
-        pixels = np.clip(gray[..., None] * tint, 0, 255).astype(np.uint8)
-        image = Image.fromarray(pixels, "RGB")
-    else:
-        image = Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8), "L")
-    if rng.random() < 0.5:  # the camera was not square to the page
+        fill = rng.uniform(0.7, 0.95)
+        canvas_height = rng.uniform(40, 200) / fill
+    digit_height = fill * canvas_height
+    low, high = {"hairline": (0.015, 0.04), "pen": (0.06, 0.13), "marker": (0.18, 0.33)}[stroke]
+    ratio = rng.uniform(low, high)
+    kind = "font" if stroke != "hairline" and rng.random() < 0.25 else "pen"
+    font = fonts[int(rng.integers(len(fonts)))] if kind == "font" and fonts else None
+    coverage, ratio = _digit(label, kind, font, digit_height, ratio, rng)
+    digit_h, digit_w = coverage.shape
+    # the canvas, and where the digit sits on it
+    height = max(digit_h + 2, round(digit_h / fill))
+    if framing == "tight":  # a crop around the digit (a narrow 1 still gets some paper beside it)
+        width = max(round(digit_w + rng.uniform(0.04, 0.4) * digit_h), round(digit_h * rng.uniform(0.45, 0.9)))
+        margin = 0
+    else:  # off-centre, but never closer to the edge than 6% of the picture (a tilted camera keeps it whole)
+        width = max(round(height * rng.uniform(0.75, 1.4)), round(digit_w * 1.3) + 4)
+        margin = round(0.06 * max(height, width)) + 1
+        height, width = max(height, digit_h + 2 * margin), max(width, digit_w + 2 * margin)
+    top = int(rng.integers(margin, height - digit_h - margin + 1))
+    left = int(rng.integers(margin, width - digit_w - margin + 1))
+    alpha = np.zeros((height, width), dtype=np.float32)
+    alpha[top : top + digit_h, left : left + digit_w] = coverage
+    alpha *= 0.75 + 0.25 * _smooth_noise((height, width), 3, rng)  # uneven ink
+    # paper and ink under the light, as a camera would record them
+    dark_on_light, in_colour = levels["polarity"] == "dark-on-light", levels["colour"] == "colour"
+    paper, ink, tint = _materials(dark_on_light, in_colour, rng)
+    uneven = levels["lighting"] == "uneven"
+    reflect = paper[None, None] * (1 - alpha[..., None]) + ink[None, None] * alpha[..., None]
+    if uneven and dark_on_light and rng.random() < 0.25:  # faint ruled lines on the paper
+        spacing = rng.uniform(0.2, 0.35) * height
+        yy = np.arange(height, dtype=np.float32)[:, None]
+        lines = (np.mod(yy + rng.uniform(0, spacing), spacing) < max(1.0, height / 150)).astype(np.float32)
+        reflect = reflect * (1 - rng.uniform(0.04, 0.1) * lines[..., None] * (1 - alpha[..., None]))
+    exposure = 255.0 * rng.uniform(0.85, 1.02) / float(max(paper.max(), ink.max()))
+    pixels = exposure * _lighting((height, width), uneven, rng)[..., None] * reflect * tint[None, None]
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    if framing != "tight" and rng.random() < 0.4:  # the camera was not square to the page
         d = rng.uniform(0, 0.06, 8) * np.array([width, height] * 4)
         quad = (d[0], d[1], d[2], height - d[3], width - d[4], height - d[5], width - d[6], d[7])
-        fill = int(np.median(np.asarray(image.convert("L"))))
-        image = image.transform(
-            (width, height), Image.Transform.QUAD, quad, Image.Resampling.BILINEAR, fillcolor=fill if image.mode == "L"
-            else (fill, fill, fill)
-        )  # fmt: skip
-    if rng.random() < 0.3:
-        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.2) * max(width, height) / 100))
-    fmt = "jpeg" if rng.random() < 0.4 else "png"
-    return Sample(image, label, kind, "board" if board else "paper", os.path.basename(font) if font else None, fmt)
+        fill_colour = tuple(int(v) for v in np.median(np.asarray(image).reshape(-1, 3), axis=0))
+        image = image.transform((width, height), Image.Transform.QUAD, quad, Image.Resampling.BILINEAR,
+                                fillcolor=fill_colour)  # fmt: skip
+    softness = levels["softness"]
+    # a stroke is never softened below a third of its contrast (a person could no longer see it)
+    stroke_px = max(1.0, ratio * digit_h)
+    if softness == "lowres":  # scanned small (the digit 8-64 px tall, the stroke >= 0.35 px), enlarged back
+        smallest = max(8.0, 0.35 * digit_h / stroke_px)
+        largest = max(smallest + 0.5, min(64.0, 0.75 * digit_h))
+        scan_height = math.exp(rng.uniform(math.log(smallest), math.log(largest)))
+        factor = scan_height / digit_h
+        small = image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BOX)
+        method = Image.Resampling.BICUBIC if rng.random() < 0.5 else Image.Resampling.BILINEAR
+        image = small.resize((width, height), method)
+    elif softness == "blur":  # out of focus: sigma 3-8% of the digit's height, at most 1.3 strokes
+        image = image.filter(ImageFilter.GaussianBlur(min(digit_h * rng.uniform(0.03, 0.08), 1.3 * stroke_px)))
+    noisy = np.asarray(image, dtype=np.float32)
+    grain = rng.uniform(1, 6)
+    noisy = noisy + rng.normal(0, grain, noisy.shape[:2])[..., None] + rng.normal(0, grain / 3, noisy.shape)
+    noisy = np.clip(noisy, 0, 255).astype(np.uint8)
+    image = Image.fromarray(noisy, "RGB") if in_colour else Image.fromarray(noisy, "RGB").convert("L")
+    quality = int(rng.integers(40, 91)) if levels["format"] == "jpeg" else None
+    return Sample(image, label, levels, kind, os.path.basename(font) if font else None, quality,
+                  round(digit_h / height, 3), round(ratio, 3))  # fmt: skip
 
 
-def write(directory: str | os.PathLike[str], n: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+def write(directory: str | os.PathLike[str], n: int = DEFAULT_N, seed: int = 0) -> list[dict[str, Any]]:
     """Write ``n`` pictures and ``labels.json`` (one entry per file) to ``directory``; return the entries."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -265,50 +500,137 @@ def write(directory: str | os.PathLike[str], n: int = 1000, seed: int = 0) -> li
     entries = []
     for index in range(n):
         sample = make_sample(index, seed, fonts)
-        name = f"{index:05d}-{sample.label}.{'jpg' if sample.fmt == 'jpeg' else 'png'}"
-        if sample.fmt == "jpeg":
-            quality = int(np.random.default_rng([seed, index, 1]).integers(40, 91))
-            sample.image.save(out / name, "JPEG", quality=quality)
+        name = f"{index:05d}-{sample.label}.{'jpg' if sample.quality else 'png'}"
+        if sample.quality:
+            sample.image.save(out / name, "JPEG", quality=sample.quality)
         else:
             sample.image.save(out / name, "PNG")
         entries.append(
-            {"file": name, "label": sample.label, "kind": sample.kind, "background": sample.background,
-             "font": sample.font}
+            {"file": name, "label": sample.label, **sample.conditions, "kind": sample.kind, "font": sample.font,
+             "fill": sample.fill, "stroke_ratio": sample.stroke_ratio}
         )  # fmt: skip
     (out / "labels.json").write_text(json.dumps({"seed": seed, "n": n, "images": entries}, indent=1) + "\n")
     return entries
 
 
-def predict_files(model: str, files: list[str], env: dict[str, str] | None = None) -> list[int]:
-    """Labels from the real CLI: ``python -m paddle_mnist_hapi.cli predict --json --model MODEL FILE...``."""
+# --------------------------------------------------------------------------- evaluation through the CLI
+
+
+def predict_files(model: str, files: list[str], env: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The CLI's records: ``python -m paddle_mnist_hapi.cli predict --json --model MODEL FILE...``.
+
+    The files go 200 at a time; when the CLI refuses a batch (it stops at the first picture it cannot
+    read), the batch is split in halves until the refused picture is found, which counts as not read:
+    ``{"label": -1, "confidence": 0.0, "error": ...}``.
+    """
     env = dict(os.environ if env is None else env)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    command = [sys.executable, "-m", "paddle_mnist_hapi.cli", "predict", "--json", "--model", model, *files]
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"paddle-mnist predict failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    predictions = json.loads(proc.stdout.strip().splitlines()[-1])["predictions"]
-    return [int(p["label"]) for p in predictions]
+
+    def cli(chunk: list[str]) -> tuple[list[dict[str, Any]] | None, str]:
+        command = [sys.executable, "-m", "paddle_mnist_hapi.cli", "predict", "--json", "--model", model, *chunk]
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800, check=False)
+        if proc.returncode == 2:
+            return None, proc.stderr.strip()[-500:]
+        if proc.returncode != 0:
+            raise RuntimeError(f"paddle-mnist predict failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        return json.loads(proc.stdout.strip().splitlines()[-1])["predictions"], ""
+
+    def read(chunk: list[str]) -> list[dict[str, Any]]:
+        got, error = cli(chunk)
+        if got is not None:
+            return got
+        if len(chunk) == 1:
+            return [{"source": chunk[0], "label": -1, "confidence": 0.0, "error": error}]
+        half = len(chunk) // 2  # find the refused picture by halves
+        return read(chunk[:half]) + read(chunk[half:])
+
+    return [record for start in range(0, len(files), 200) for record in read(files[start : start + 200])]
 
 
-def evaluate(model: str, n: int = 1000, seed: int = 0, directory: str | None = None) -> dict[str, Any]:
-    """Accuracy of the exported ``model`` on the set ``(n, seed)``, through ``paddle-mnist predict``."""
+def _share(flags: np.ndarray) -> float | None:
+    return round(float(flags.mean()), 4) if len(flags) else None
+
+
+def summarize(entries: list[dict[str, Any]], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy overall, per grid cell, per condition, per axis level and per class; the worst cell; ECE."""
+    labels = np.asarray([e["label"] for e in entries])
+    predicted = np.asarray([int(r["label"]) for r in records])
+    right = predicted == labels
+    confidence = np.asarray([float(r["confidence"]) for r in records])
+    uncertain = np.asarray([bool(r.get("uncertain", False)) for r in records])
+    result: dict[str, Any] = {"n": len(entries), "accuracy": _share(right)}
+
+    def table(axes: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        names = np.asarray([cell_name(e, axes) for e in entries])
+        rows = {}
+        for combo in itertools.product(*(AXES[a] for a in axes)):
+            chosen = names == "/".join(combo)
+            if chosen.any():
+                rows["/".join(combo)] = {"accuracy": _share(right[chosen]), "n": int(chosen.sum())}
+        return rows
+
+    result["cells"] = table(GRID)
+    result["conditions"] = table(BALANCED)
+    result["levels"] = {f"{axis}={level}": row for axis in AXES for level, row in table((axis,)).items()}
+    every = {**result["cells"], **result["conditions"]}
+    worst = min(every, key=lambda name: (every[name]["accuracy"], name))
+    result["worst_cell"] = {"cell": worst, **every[worst]}
+    result["refused"] = sum(1 for r in records if r.get("error"))
+    result["kinds"] = {kind: _share(right[[e["kind"] == kind for e in entries]]) for kind in ("pen", "font")}
+    result["per_class_accuracy"] = [_share(right[labels == c]) for c in range(10)]
+    result["ece"] = round(expected_calibration_error(confidence, right), 4)
+    result["mean_confidence"] = round(float(confidence.mean()), 4)
+    result["uncertain"] = _share(uncertain)
+    result["accuracy_when_sure"] = _share(right[~uncertain])
+    result["errors_flagged_uncertain"] = _share(uncertain[~right])
+    return result
+
+
+def evaluate(model: str, n: int = DEFAULT_N, seed: int = 0, directory: str | None = None) -> dict[str, Any]:
+    """The matrix for the exported ``model`` on the set ``(n, seed)``, through ``paddle-mnist predict``."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(directory or tmp)
-        entries = write(folder, n, seed)
-        predicted = predict_files(model, [str(folder / e["file"]) for e in entries])
-    right = np.asarray([p == e["label"] for p, e in zip(predicted, entries, strict=True)])
-    result: dict[str, Any] = {"model": model, "n": n, "seed": seed, "accuracy": round(float(right.mean()), 4)}
-    for key in ("kind", "background"):
-        for value in sorted({e[key] for e in entries}):
-            chosen = np.asarray([e[key] == value for e in entries])
-            result[f"accuracy_{value}"] = round(float(right[chosen].mean()), 4)
-            result[f"count_{value}"] = int(chosen.sum())
-    confusion = np.zeros((10, 10), dtype=int)
-    for p, e in zip(predicted, entries, strict=True):
-        confusion[e["label"], p] += 1
-    result["per_class_accuracy"] = [round(float(confusion[i, i] / max(1, confusion[i].sum())), 3) for i in range(10)]
-    return result
+        manifest = folder / "labels.json"
+        written = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        if (written.get("seed"), written.get("n")) == (seed, n):  # the same set, written before (--keep DIR)
+            entries = written["images"]
+        else:
+            entries = write(folder, n, seed)
+        records = predict_files(model, [str(folder / e["file"]) for e in entries])
+    return {"model": model, "set": "bench/ood_digits.py matrix", "seed": seed, **summarize(entries, records)}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The grid (framing x stroke rows, softness columns), the conditions and the levels as Markdown tables."""
+
+    def pct(row: dict[str, Any] | None) -> str:
+        return "" if not row else f"{100 * row['accuracy']:.1f}"
+
+    softness = AXES["softness"]
+    lines = [f"| framing / stroke | {' | '.join(softness)} |", "|---|" + "---:|" * len(softness)]
+    for framing, stroke in itertools.product(AXES["framing"], AXES["stroke"]):
+        cells = [pct(result["cells"].get(f"{framing}/{stroke}/{s}")) for s in softness]
+        lines.append(f"| {framing} / {stroke} | {' | '.join(cells)} |")
+    lines += ["", "| polarity / lighting | " + " | ".join(f"{c} {f}" for c, f in itertools.product(
+        AXES["colour"], AXES["format"])) + " |", "|---|" + "---:|" * 4]  # fmt: skip
+    for polarity, lighting in itertools.product(AXES["polarity"], AXES["lighting"]):
+        cells = [pct(result["conditions"].get(f"{polarity}/{lighting}/{c}/{f}"))
+                 for c, f in itertools.product(AXES["colour"], AXES["format"])]  # fmt: skip
+        lines.append(f"| {polarity} / {lighting} | {' | '.join(cells)} |")
+    levels = result["levels"]
+    lines += ["", "| axis | " + " | ".join(["level", "accuracy"] * 3) + " |", "|---|" + "---|---:|" * 3]
+    for axis, values in AXES.items():
+        row = [f"{v} | {pct(levels.get(f'{axis}={v}'))}" for v in values] + [" | "] * (3 - len(values))
+        lines.append(f"| {axis} | {' | '.join(row)} |")
+    worst = result["worst_cell"]
+    classes = ", ".join(f"{100 * a:.1f}" for a in result["per_class_accuracy"])
+    lines += [
+        "",
+        f"Whole matrix {100 * result['accuracy']:.2f}% of {result['n']:,} pictures; worst cell "
+        f"{worst['cell']} {100 * worst['accuracy']:.1f}% (n={worst['n']}); per class 0-9: {classes}; "
+        f"ECE {100 * result['ece']:.2f}%.",
+    ]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -316,18 +638,26 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("write", help="write the pictures and labels.json")
     w.add_argument("directory")
-    e = sub.add_parser("eval", help="accuracy of an exported model through paddle-mnist predict")
+    e = sub.add_parser("eval", help="accuracy of an exported model per cell, through paddle-mnist predict")
     e.add_argument("--model", required=True, help="export prefix or run directory")
-    e.add_argument("--keep", default=None, help="write the pictures here (default: a temporary directory)")
+    e.add_argument(
+        "--keep",
+        default=None,
+        help="write the pictures here, or reuse the same set written there (default: a temp dir)",
+    )
+    e.add_argument("--markdown", action="store_true", help="print Markdown tables (to stderr) as well")
     for p in (w, e):
-        p.add_argument("--n", type=int, default=1000)
+        p.add_argument("--n", type=int, default=DEFAULT_N)
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.command == "write":
         entries = write(args.directory, args.n, args.seed)
         print(json.dumps({"directory": args.directory, "n": len(entries)}))
     else:
-        print(json.dumps(evaluate(args.model, args.n, args.seed, args.keep)))
+        result = evaluate(args.model, args.n, args.seed, args.keep)
+        if args.markdown:
+            print(markdown(result), file=sys.stderr)
+        print(json.dumps(result))
     return 0
 
 

@@ -129,12 +129,20 @@ def measure(quick: bool) -> dict[str, Any]:
         results[key] = peers.get(key)
     results["peers_seed"] = peers.get("seed")
 
-    to99 = None if quick else _run("workloads.py", "to99", "--ood", "1000")
+    to99 = None if quick else _run("workloads.py", "to99", "--ood", "2160")
     results["seconds_to_99"] = to99["seconds_to_99"] if to99 else None
     results["recipe_test_acc"] = to99["test_acc"] if to99 else None
     results["recipe_seconds"] = to99["total_seconds"] if to99 else None
     # the recipe's model on 1,000 digits that are not MNIST (bench/ood_digits.py), through `paddle-mnist predict`
     results["ood_acc"] = to99.get("ood_acc") if to99 else None
+    # the matrix (docs/generalisation.md): accuracy per cell (27 framing/stroke/softness cells and 16 conditions of
+    # polarity/lighting/colour/format), the worst cell, and the calibration error there and on the MNIST test set
+    ood = (to99 or {}).get("ood") or {}
+    results["ood_cells"] = {name: row["accuracy"] for name, row in {**ood.get("cells", {}), **ood.get(
+        "conditions", {})}.items()} or None  # fmt: skip
+    results["ood_worst_cell"] = ood.get("worst_cell")
+    results["ood_ece"] = ood.get("ece")
+    results["mnist_test_ece"] = (to99 or {}).get("mnist_test_ece")
 
     # the whole machine: the library's fastest plan on all cores vs PyTorch on all cores (bench/whole_machine.py)
     whole = _run("whole_machine.py", *(["--quick"] if quick else ["--to99"])) or {}
@@ -223,6 +231,7 @@ def markdown(r: dict[str, Any]) -> str:
         return _fmt(value / tutorial, 2, "×") if value and tutorial else "n/a"
 
     m = r["machine"]
+    worst = r.get("ood_worst_cell") or {}
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['threads']} thread(s) per framework; "
         f"paddlepaddle {r['versions']['paddlepaddle']}, torch {r['versions']['torch']}, "
@@ -256,6 +265,9 @@ def markdown(r: dict[str, Any]) -> str:
         f"| default recipe: seconds to 99% test top-1 | {_fmt(r.get('seconds_to_99'), 0, ' s')} |",
         f"| default recipe: MNIST test top-1 / non-MNIST digits (`bench/ood_digits.py`) | "
         f"{_percent(r.get('recipe_test_acc'), 2)} / {_percent(r.get('ood_acc'), 1)} |",
+        f"| non-MNIST matrix: worst cell; ECE on the matrix / on the MNIST test set | {worst.get('cell', 'n/a')} "
+        f"{_percent(worst.get('accuracy'), 1)}; {_percent(r.get('ood_ece'), 2)} / "
+        f"{_percent(r.get('mnist_test_ece'), 2)} |",
         f"| exported model (`paddle.inference`), batch 1: p50 / p99 | {_fmt(r.get('infer_b1_p50_ms'), 3)} / "
         f"{_fmt(r.get('infer_b1_p99_ms'), 3)} ms |",
         f"| dygraph model, batch 1: p50 / p99 | {_fmt(r.get('dygraph_b1_p50_ms'), 3)} / "

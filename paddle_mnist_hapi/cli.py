@@ -186,6 +186,7 @@ def _evaluate_images(predictor: Any, images: np.ndarray, batch_size: int, progre
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from paddle_mnist_hapi.data import MNIST
+    from paddle_mnist_hapi.deploy.calibrate import expected_calibration_error
     from paddle_mnist_hapi.deploy.predict import Predictor, softmax
 
     if args.batch_size < 1:
@@ -200,14 +201,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     labels = test.labels.ravel()
     predicted = logits.argmax(axis=1)
-    probabilities = softmax(logits)
+    probabilities = softmax(logits / predictor.temperature)  # calibrated, as predict and serve report them
     loss = float(-np.log(np.clip(probabilities[np.arange(len(labels)), labels], 1e-12, None)).mean())
+    ece = expected_calibration_error(probabilities.max(axis=1), predicted == labels)
     result: dict[str, Any] = {
         "model": predictor.prefix,
         "samples": len(labels),
         "accuracy": round(float((predicted == labels).mean()), 6),
         "loss": round(loss, 6),
         "misclassified": int((predicted != labels).sum()),
+        "ece": round(ece, 6),
+        "temperature": predictor.temperature,
         "images_per_second": round(len(labels) / seconds, 1) if seconds > 0 else None,
         "data": test.source,
     }
@@ -224,6 +228,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"model     {result['model']}")
         print(f"images    {result['samples']} MNIST test images ({result['data']})")
         print(f"accuracy  {result['accuracy']:.2%} ({result['misclassified']} wrong), loss {result['loss']:.4f}")
+        print(f"ECE       {result['ece']:.2%} (temperature {result['temperature']:.3g})")
         for kind, path in result.get("report", {}).items():
             print(f"{kind:<17} {path}")
     return EXIT_OK
@@ -435,9 +440,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return EXIT_OK
     width = max(len("image"), *(len(str(p.source)) for p in predictions))
     label = max(len("label"), *(len(p.class_name) for p in predictions))  # class names of your own may be long
-    print(f"{'image':<{width}}  {'label':<{label}}  confidence")
+    print(f"{'image':<{width}}  {'label':<{label}}  confidence  note")
     for p in predictions:
-        print(f"{p.source!s:<{width}}  {p.class_name:<{label}}  {p.confidence:10.2%}")
+        note = ("not sure" + (f": {p.problem}" if p.problem else "")) if p.uncertain else ""
+        print(f"{p.source!s:<{width}}  {p.class_name:<{label}}  {p.confidence:10.2%}  {note}".rstrip())
     return EXIT_OK
 
 

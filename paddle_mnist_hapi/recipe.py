@@ -45,7 +45,16 @@ from paddle_mnist_hapi.device import set_device
 from paddle_mnist_hapi.errors import ConfigError
 from paddle_mnist_hapi.models.user_factory import model_label, network_and_specs
 
-__all__ = ["RECIPE_AUGMENT", "TrainConfig", "TwoCycleCosine", "build_model", "seed_everything", "train"]
+__all__ = [
+    "RECIPE_AUGMENT",
+    "TrainConfig",
+    "TwoCycleCosine",
+    "build_model",
+    "fit_calibration",
+    "seed_everything",
+    "split_holdout",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,13 @@ class TrainConfig:
     checkpoint_every_n_steps: int | None = field(
         default=None, metadata={"help": "also checkpoint mid-epoch every N steps (epoch checkpoints are always on)"}
     )
+    calibration_holdout: int = field(
+        default=5000,
+        metadata={
+            "help": "N training images are kept out of training to fit the export's temperature (honest "
+            "confidence): the N after --limit, else the last N; 0 turns it off"
+        },
+    )
     parallel: str = field(
         default="off",
         metadata={"help": "the whole machine: auto (fastest measured processes x threads), PxT such as 2x1, or off"},
@@ -107,6 +123,15 @@ class TrainConfig:
             raise ConfigError(f"fast_epochs must be an integer >= 0. Received: fast_epochs={self.fast_epochs!r}")
         if not self.lr > 0:
             raise ConfigError(f"lr must be a positive number. Received: lr={self.lr!r}")
+        if (
+            isinstance(self.calibration_holdout, bool)
+            or not isinstance(self.calibration_holdout, int)
+            or (self.calibration_holdout < 0)
+        ):
+            raise ConfigError(
+                f"calibration_holdout must be a number of images >= 0. Received: "
+                f"calibration_holdout={self.calibration_holdout!r}"
+            )
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be a positive number of images. Received: limit={self.limit!r}")
 
@@ -164,6 +189,58 @@ class TwoCycleCosine(paddle.optimizer.lr.LRScheduler):
         return 0.5 * self.base_lr * (1.0 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def split_holdout(train_data: MNIST, limit: int | None, holdout: int) -> tuple[MNIST, MNIST | None]:
+    """``(training images, held-out images)`` from the whole training split.
+
+    With ``limit`` the first ``limit`` images train and the next ``holdout`` are
+    held out (so a limited run trains on as many images as before); without it,
+    or when the split has too few, the last ``holdout`` images (at most a tenth)
+    are held out of training.
+
+    Examples:
+        >>> data = MNIST.from_arrays(np.zeros((100, 28, 28), np.uint8), np.arange(100) % 10)
+        >>> [len(part) for part in split_holdout(data, None, 5000)], [len(p) for p in split_holdout(data, 50, 20)]
+        ([90, 10], [50, 20])
+        >>> split_holdout(data, 30, 0)[1] is None, len(split_holdout(data, 30, 0)[0])
+        (True, 30)
+    """
+    total = len(train_data)
+    used = total if limit is None else min(limit, total)
+    if holdout >= 1 and used + holdout <= total:
+        chosen = (slice(0, used), slice(used, used + holdout))
+    else:
+        count = min(holdout, used // 10)
+        chosen = (slice(0, used - count), slice(used - count, used))
+    parts = []
+    for part_slice in chosen:
+        part = MNIST.from_arrays(train_data.raw_images[part_slice], train_data.labels[part_slice], mode="train")
+        part.source = train_data.source
+        parts.append(part)
+    return parts[0], (parts[1] if len(parts[1]) else None)
+
+
+def fit_calibration(model: paddle.Model, holdout: MNIST) -> dict[str, Any]:
+    """The export's ``"calibration"`` metadata: a temperature fitted on the held-out training images.
+
+    See :mod:`paddle_mnist_hapi.deploy.calibrate`.
+    """
+    from paddle_mnist_hapi.deploy.calibrate import calibration_metadata
+
+    network = model.network
+    was_training = network.training
+    network.eval()
+    try:
+        with paddle.no_grad():
+            logits = np.concatenate(
+                [network(paddle.to_tensor(holdout.images[i : i + 1000])).numpy() for i in range(0, len(holdout), 1000)]
+            )
+    finally:
+        if was_training:
+            network.train()
+    fitted_on = f"{len(holdout)} MNIST training images held out of training"
+    return calibration_metadata(logits, holdout.labels.ravel(), fitted_on)
+
+
 def build_model(config: TrainConfig, steps_per_epoch: int) -> paddle.Model:
     """``paddle.Model`` with explicit input specs, Adam and the :class:`TwoCycleCosine` learning rate.
 
@@ -218,7 +295,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         return parallel.launch_train(config, plan)  # the same train() on plan.procs processes, rank 0's summary
     device = set_device(config.device)
     seed_everything(config.seed)
-    train_data = MNIST("train", data_dir=config.data_dir, limit=config.limit)
+    train_data, holdout = split_holdout(
+        MNIST("train", data_dir=config.data_dir), config.limit, config.calibration_holdout
+    )
     test_data = MNIST("test", data_dir=config.data_dir)
     # the fast data path: whole splits in memory, ready batches, sharded across ranks
     augment = replace(RECIPE_AUGMENT, start_epoch=config.fast_epochs) if config.augment else None
@@ -243,8 +322,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     result = model.evaluate(test_loader, verbose=0)
     prefix = str(output / "inference" / model_label(config.model))
     rank0 = is_rank0()  # under distributed.launch only rank 0 writes
+    calibration = fit_calibration(model, holdout) if rank0 and holdout is not None else None
     report = (
-        export_model(model, prefix, sample=test_data.images[:16], class_names=[str(i) for i in range(10)])
+        export_model(
+            model,
+            prefix,
+            sample=test_data.images[:16],
+            class_names=[str(i) for i in range(10)],
+            calibration=calibration,
+        )
         if rank0
         else None
     )
@@ -257,6 +343,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "train_seconds": round(train_seconds, 1),
         "export": prefix,
         "export_max_abs_diff": report.max_abs_diff if report else None,
+        "temperature": calibration["temperature"] if calibration else None,
         "ranks": paddle.distributed.ParallelEnv().nranks,
         "batch_per_process": batch_size,
         "resume": next((dict(c.report) for c in callbacks if isinstance(c, ResumeCkpt)), None),

@@ -131,7 +131,7 @@ def test_predict_table_through_the_console_script(trained_run, digit_files, subp
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     header, row = proc.stdout.strip().splitlines()
-    assert header.split() == ["image", "label", "confidence"]
+    assert header.split() == ["image", "label", "confidence", "note"]
     assert row.split()[:2] == [digit_files["2"], "2"]
 
 

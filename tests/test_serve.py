@@ -193,6 +193,20 @@ def test_real_digits_sent_as_png_are_classified_like_predict(served, digits, tra
     assert np.abs(seen.astype(int) - mnist_style(to_grayscale(Image.open(io.BytesIO(files[0]))))).max() <= 1
 
 
+def test_answers_are_calibrated_and_say_when_they_are_not_sure(served, digits, trained_run):
+    expected = Predictor(trained_run["export"]).predict_many(digits[0][:1])[0]
+    answer = call(served, "POST", "/predict", digits[0][0], {"Content-Type": "image/png"})[1]
+    assert answer["uncertain"] is expected.uncertain and answer["confidence"] == pytest.approx(expected.confidence)
+    two = np.zeros((120, 240), np.uint8)
+    two[15:105, 56:64] = 255  # "1"
+    two[20:28, 140:200] = 255  # "7": a bar and a stem
+    for row in range(20, 105):
+        two[row, 195 - (row - 20) * 40 // 85 : 203 - (row - 20) * 40 // 85] = 255
+    status, answer = call(served, "POST", "/predict", png(two), {"Content-Type": "image/png"})
+    assert status == 200 and answer["uncertain"] is True, answer
+    assert "several separate marks side by side" in answer["problem"]
+
+
 def test_concurrent_requests_are_batched(served, digits):
     files, _, labels = digits
     before = call(served, "GET", "/health")[1]["batching"]

@@ -33,6 +33,7 @@ CHROMIUM_ARGS = [
 SEVEN = [[(72, 66), (130, 60), (204, 56), (168, 130), (128, 236)]]
 ONE = [[(150, 45), (146, 240)]]
 ZERO = [[(140 + 55 * np.sin(t), 140 - 85 * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 40)]]
+ELEVEN = [[(70, 60), (72, 220)], [(200, 60), (198, 220)]]  # two digits side by side: not one digit
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +97,8 @@ def shown(page) -> dict:
             best: [...document.querySelectorAll('#bars .best')].length,
             seen: [document.getElementById('seen').naturalWidth, document.getElementById('seen').naturalHeight],
             status: document.getElementById('status').textContent,
+            confidence: document.getElementById('confidence').textContent,
+            uncertain: document.getElementById('digit').dataset.uncertain,
         })"""
     )
 
@@ -125,7 +128,15 @@ def test_drawing_on_the_page_shows_the_models_answer(served, browser, tmp_path):
 
     page.click("#clear")
     draw_with_mouse(page, ZERO)
-    assert shown(page)["label"] == "0"
+    zero = shown(page)
+    assert zero["label"] == "0" and zero["confidence"].endswith("% sure") and zero["uncertain"] == "false", zero
+
+    page.click("#clear")  # two digits: the page says it is not sure, and why
+    draw_with_mouse(page, ELEVEN)
+    eleven = shown(page)
+    assert eleven["uncertain"] == "true" and eleven["confidence"].startswith("not sure"), eleven
+    assert "several separate marks" in eleven["status"], eleven
+    assert page.locator("#confidence.unsure").is_visible()
 
     # everything the page loaded came from the service itself
     assert requested and all(url.startswith(served.url) for url in requested), requested

@@ -345,6 +345,7 @@ def export_model(
     rtol: float = DEFAULT_RTOL,
     class_names: Sequence[str] | None = None,
     preprocessing: Any = None,
+    calibration: dict[str, Any] | None = None,
 ) -> ExportReport:
     """Save ``model`` for inference, reload it with ``paddle.inference`` and verify it; then move it into place.
 
@@ -378,6 +379,8 @@ def export_model(
             or a dict of its fields; ``'mnist_digits'`` (the MNIST digit pipeline, for a 28x28 grayscale
             input); ``'none'`` (arrays only). Default: None, ``'mnist_digits'`` for ``[1, 28, 28]`` and
             ``[784]`` inputs, ``'none'`` for any other.
+        calibration (dict, optional): written to the metadata as ``"calibration"`` (a temperature, see
+            :mod:`paddle_mnist_hapi.deploy.calibrate`), applied by ``Predictor``. Default: None.
 
     Raises:
         ExportError: the model has no input spec, a spec the network cannot take, class names that do
@@ -436,6 +439,8 @@ def export_model(
             )
         metadata = _metadata(model, names, described)
         metadata["verified"] = {**verified, "sample": sample_note}
+        if calibration:
+            metadata["calibration"] = dict(calibration)
         metadata["files"] = {suffix: _file_record(Path(staged + suffix).read_bytes()) for suffix in MODEL_SUFFIXES}
         Path(staged + METADATA_SUFFIX).write_text(json.dumps(metadata, indent=2) + "\n")
         # verified: move into place, each file by an atomic rename, the metadata first: from then on it

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from paddle_mnist_hapi.deploy.calibrate import UNCERTAIN_BELOW, temperature_of
 from paddle_mnist_hapi.deploy.export import (
     LEGACY_METADATA_SUFFIX,
     METADATA_SUFFIX,
@@ -44,7 +45,7 @@ from paddle_mnist_hapi.deploy.export import (
     run_predictor,
 )
 from paddle_mnist_hapi.deploy.image_input import IMAGE, NONE, ImageInput, preprocessing_kind, refuse_pictures_message
-from paddle_mnist_hapi.deploy.preprocess import MAX_PIXELS, ImageSource, Invert, preprocess
+from paddle_mnist_hapi.deploy.preprocess import MAX_PIXELS, ImageSource, Invert, preprocess, preprocess_digit
 from paddle_mnist_hapi.errors import ExportError, ImageError
 
 __all__ = ["Prediction", "Predictor", "resolve_model_prefix", "softmax"]
@@ -78,6 +79,8 @@ class Prediction:
     class_name: str
     probabilities: tuple[float, ...]
     source: str | None = None
+    uncertain: bool = False  # the top probability is below the threshold, or ``problem`` is set
+    problem: str | None = None  # why the picture does not look like one digit
 
     @property
     def confidence(self) -> float:
@@ -85,14 +88,19 @@ class Prediction:
         return self.probabilities[self.label]
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``source``, ``label``, ``class_name``, ``confidence``, ``probabilities``)."""
-        return {
+        """A JSON-ready dict (``source``, ``label``, ``class_name``, ``confidence``, ``uncertain``,
+        ``probabilities``, and ``problem`` when the picture does not look like one digit)."""
+        record = {
             "source": self.source,
             "label": self.label,
             "class_name": self.class_name,
             "confidence": round(self.confidence, 6),
+            "uncertain": self.uncertain,
             "probabilities": [round(p, 6) for p in self.probabilities],
         }
+        if self.problem:
+            record["problem"] = self.problem
+        return record
 
 
 def resolve_model_prefix(path: str | os.PathLike[str]) -> str:
@@ -147,6 +155,11 @@ class Predictor:
         invert (bool|str, optional): default polarity handling for pictures;
             ``'auto'`` detects dark-on-light. Default: ``'auto'``.
         max_pixels (int, optional): the largest image accepted. Default: 50,000,000.
+        uncertain_below (float, optional): a prediction whose top probability is below this
+            is ``uncertain`` (see :mod:`~paddle_mnist_hapi.deploy.calibrate`). Default: 0.8.
+
+    Probabilities are calibrated: the logits are divided by the temperature in the
+    export's metadata (``self.temperature``; 1.0 when it has none).
 
     Raises:
         ExportError: the model files are missing or unreadable, or not the files the export's metadata
@@ -166,9 +179,11 @@ class Predictor:
         threads: int = 1,
         invert: Invert = "auto",
         max_pixels: int = MAX_PIXELS,
+        uncertain_below: float = UNCERTAIN_BELOW,
     ) -> None:
         self.prefix = resolve_model_prefix(model)
         self._predictor, self.metadata = load_export(self.prefix, threads=threads)  # checked: never a mixed export
+        self.uncertain_below = float(uncertain_below)
         self.invert = invert
         self.max_pixels = max_pixels
         shape = self.metadata.get("input", {}).get("shape") or [-1, 1, 28, 28]
@@ -176,6 +191,7 @@ class Predictor:
         names = self.metadata.get("class_names")
         self.class_names = [str(n) for n in names] if names else [str(i) for i in range(10)]
         self.preprocessing, self.image_input = _picture_pipeline(self.metadata, self.input_shape)
+        self.temperature = temperature_of(self.metadata)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw model outputs for a normalized float batch (reshaped to the model's input shape).
@@ -200,15 +216,32 @@ class Predictor:
             >>> [p.class_name for p in _example_predictor().predict_batch(MNIST("test", limit=3).images)]
             ['7', '2', '1']
         """
-        probabilities = softmax(self.logits(batch))
+        probabilities = self.probabilities(batch)
         if sources is None:
             sources = [None] * len(probabilities)
-        return [self._prediction(row, source) for row, source in zip(probabilities, sources, strict=True)]
+        return [self.prediction(row, source) for row, source in zip(probabilities, sources, strict=True)]
 
-    def _prediction(self, row: np.ndarray, source: str | None) -> Prediction:
+    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """Calibrated class probabilities, ``softmax(logits / temperature)``, for a normalized float batch.
+
+        Examples:
+            >>> _example_predictor().probabilities(np.zeros((2, 1, 28, 28), np.float32)).sum(axis=1).round(6).tolist()
+            [1.0, 1.0]
+        """
+        return softmax(self.logits(batch) / self.temperature)
+
+    def prediction(self, row: np.ndarray, source: str | None = None, problem: str | None = None) -> Prediction:
+        """The :class:`Prediction` for one row of probabilities (``uncertain`` below the threshold or on a problem).
+
+        Examples:
+            >>> p = _example_predictor().prediction(np.array([0.5, 0.3] + [0.025] * 8))
+            >>> p.label, p.uncertain
+            (0, True)
+        """
         label = int(np.argmax(row))
         name = self.class_names[label] if label < len(self.class_names) else str(label)
-        return Prediction(label, name, tuple(float(p) for p in row), source)
+        uncertain = bool(row[label] < self.uncertain_below or problem is not None)
+        return Prediction(label, name, tuple(float(p) for p in row), source, uncertain, problem)
 
     def preprocess(self, image: ImageSource, *, invert: Invert | None = None) -> np.ndarray:
         """The normalized input this predictor feeds for ``image``: ``(1, 1, 28, 28)`` for a digit model,
@@ -251,8 +284,7 @@ class Predictor:
             >>> _example_predictor().predict(MNIST("test", limit=1).raw_images[0]).class_name   # a real "7"
             '7'
         """
-        source = os.fspath(image) if isinstance(image, (str, os.PathLike)) else None
-        return self.predict_batch(self.preprocess(image, invert=invert), [source])[0]
+        return self.predict_many([image], invert=invert)[0]
 
     def predict_many(self, images: Iterable[ImageSource], *, invert: Invert | None = None) -> list[Prediction]:
         """Classify several pictures in one batch (all are read first; the first bad one raises).
@@ -265,9 +297,22 @@ class Predictor:
         images = list(images)
         if not images:
             return []
-        batch = np.concatenate([self.preprocess(image, invert=invert) for image in images])
+        prepared = [self._prepare(image, invert) for image in images]
+        probabilities = self.probabilities(np.concatenate([inputs for inputs, _ in prepared]))
         sources = [os.fspath(i) if isinstance(i, (str, os.PathLike)) else None for i in images]
-        return self.predict_batch(batch, sources)
+        return [
+            self.prediction(row, source, problem)
+            for row, source, (_, problem) in zip(probabilities, sources, prepared, strict=True)
+        ]
+
+    def _prepare(self, image: ImageSource, invert: Invert | None) -> tuple[np.ndarray, str | None]:
+        """The input for one picture, and for a digit model what makes it not one clear digit (or None)."""
+        if self.image_input is not None:
+            return self.image_input(image, max_pixels=self.max_pixels), None
+        self.require_pictures()
+        invert = self.invert if invert is None else invert
+        inputs, digit = preprocess_digit(image, invert=invert, max_pixels=self.max_pixels)
+        return inputs, digit.problem
 
 
 def _picture_pipeline(metadata: dict[str, Any], input_shape: list[int]) -> tuple[str, ImageInput | None]:

@@ -2,17 +2,10 @@
 
 MNIST digits are light strokes on a black background, scaled so the digit
 fits a 20x20 box (aspect ratio kept) and centred by centre of mass in a 28x28
-field. :func:`mnist_style` does the same to any grayscale picture:
-
-1. detect the polarity (a light border means dark ink on paper) and invert
-   dark-on-light pictures to MNIST's light-on-dark;
-2. subtract the background level and stretch the ink to 0..255, so a grey
-   sheet of paper in a photo becomes black; in photos the background is
-   measured locally (:func:`local_background`), so uneven lighting, shadows
-   and blotches on the paper are removed instead of becoming "ink";
-3. crop to the digit's bounding box, thicken thin pen strokes to MNIST's
-   stroke width, scale the longest side to 20 pixels (aspect ratio kept);
-4. place it in 28x28 so its centre of mass is the centre, as MNIST was made.
+field. :func:`mnist_style` does the same to any grayscale picture; the
+algorithm (polarity, the paper's level, the digit's marks, stroke width) lives
+in :mod:`paddle_mnist_hapi.deploy.mnist_digit`, which measures each picture
+before choosing what to do with it.
 
 :func:`load_image` opens files defensively: missing, empty, truncated,
 non-image and oversized files (decompression bombs) raise one clear
@@ -37,10 +30,11 @@ import warnings
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from paddle_mnist_hapi.data.dataset import MEAN, STD
-from paddle_mnist_hapi.errors import ConfigError, ImageError
+from paddle_mnist_hapi.deploy.mnist_digit import DIGIT_BOX, SIZE, Background, DigitPicture, find_digit, needs_inversion
+from paddle_mnist_hapi.errors import ImageError
 
 __all__ = [
     "DIGIT_BOX",
@@ -48,10 +42,10 @@ __all__ = [
     "ImageSource",
     "Invert",
     "load_image",
-    "local_background",
     "mnist_style",
     "needs_inversion",
     "preprocess",
+    "preprocess_digit",
     "to_grayscale",
 ]
 
@@ -60,15 +54,6 @@ log = logging.getLogger(__name__)
 #: Largest image accepted, in pixels (50 megapixels: a 48 MP phone photo fits;
 #: anything larger is refused before it is decoded, as a decompression bomb).
 MAX_PIXELS = 50_000_000
-#: MNIST scaled each digit to fit this box, then centred it in 28x28.
-DIGIT_BOX = 20
-SIZE = 28
-#: Larger pictures are first scaled down to this longest side.
-WORK_SIZE = 1024
-#: Where MNIST digits have their centre of mass (row and column; measured: 13.99, 14.00).
-CENTRE = 14.0
-#: MNIST's mean stroke width in pixels of the 28x28 image, as ``_stroke_width`` measures it.
-STROKE_WIDTH = 2.9
 
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 Invert = bool | Literal["auto"]
@@ -196,68 +181,16 @@ def to_grayscale(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32)
 
 
-def needs_inversion(gray: np.ndarray) -> bool:
-    """True when ``gray`` looks like dark ink on a light background.
-
-    The border (outer 10% frame) is background in a picture of a digit; when
-    it is brighter than the middle of the range, the ink is dark.
-
-    Examples:
-        >>> paper = np.full((50, 50), 240.0); paper[20:30, 20:30] = 10
-        >>> needs_inversion(paper), needs_inversion(255 - paper)
-        (True, False)
-    """
-    height, width = gray.shape
-    band = max(1, min(height, width) // 10)
-    border = np.concatenate(
-        [gray[:band].ravel(), gray[-band:].ravel(), gray[:, :band].ravel(), gray[:, -band:].ravel()]
-    )
-    low, high = float(gray.min()), float(gray.max())
-    return float(np.median(border)) > (low + high) / 2
-
-
-def _stroke_width(ink: np.ndarray) -> float:
-    """Mean stroke width of a binary mask: 2 * area / boundary length."""
-    area = int(ink.sum())
-    if area == 0:
-        return 0.0
-    padded = np.pad(ink, 1)
-    interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    boundary = max(1, area - int(interior.sum()))
-    return 2.0 * area / boundary
-
-
-def local_background(ink: np.ndarray, grid: int = 24, window: int = 7) -> np.ndarray:
-    """The paper's own level under each pixel of an ink image (ink bright): a low percentile around it.
-
-    The picture is shrunk to ``grid`` pixels on its longest side; there, the
-    25th percentile of each ``window`` x ``window`` neighbourhood (about a third
-    of the picture) is paper wherever at least a quarter of it is, so pen
-    strokes do not count; it is smoothly enlarged back.
-
-    Examples:
-        >>> yy, xx = np.mgrid[0:100, 0:100]
-        >>> page = xx * 0.6                    # lighting: 0 on the left, 60 on the right
-        >>> page[40:60, 48:52] += 150          # a stroke
-        >>> flat = page - local_background(page)
-        >>> float(np.abs(flat[:, :30]).max()) < 10, float(flat[50, 50]) > 120
-        (True, True)
-    """
-    height, width = ink.shape
-    factor = grid / max(height, width)
-    size = (max(1, round(width * factor)), max(1, round(height * factor)))
-    small = Image.fromarray(np.asarray(ink, dtype=np.float32), mode="F").resize(size, Image.Resampling.BOX)
-    low = small.filter(ImageFilter.RankFilter(window, window * window // 4))
-    return np.asarray(low.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
-
-
-def mnist_style(gray: np.ndarray, *, invert: Invert = "auto") -> np.ndarray:
+def mnist_style(gray: np.ndarray, *, invert: Invert = "auto", background: Background = "auto") -> np.ndarray:
     """uint8 ``(28, 28)`` MNIST-style pixels from a float ``(H, W)`` grayscale picture.
+
+    The pixels of :func:`~paddle_mnist_hapi.deploy.mnist_digit.find_digit` (see there for ``background``).
 
     Args:
         gray (np.ndarray): luminance in 0..255, any size (see :func:`to_grayscale`).
         invert (bool|str, optional): ``'auto'`` detects dark-on-light pictures
             (:func:`needs_inversion`); ``True``/``False`` force it. Default: ``'auto'``.
+        background (str, optional): ``'auto'``, ``'global'`` or ``'local'``. Default: ``'auto'``.
 
     Raises:
         ImageError: the picture is blank (no digit to find).
@@ -268,60 +201,7 @@ def mnist_style(gray: np.ndarray, *, invert: Invert = "auto") -> np.ndarray:
         >>> out.shape, int(out[:, 14].max())
         ((28, 28), 255)
     """
-    if invert not in ("auto", True, False):
-        raise ConfigError(f"invert must be 'auto', True or False. Received: invert={invert!r}")
-    gray = np.asarray(gray, dtype=np.float32)
-    if gray.ndim != 2:
-        raise ImageError(f"Expected a 2-D grayscale array. Received: shape={gray.shape}")
-    if max(gray.shape) > WORK_SIZE:  # a 12 MP photo holds no more digit than 1024 px do
-        factor = WORK_SIZE / max(gray.shape)
-        size = (max(1, round(gray.shape[1] * factor)), max(1, round(gray.shape[0] * factor)))
-        gray = np.asarray(Image.fromarray(gray, mode="F").resize(size, Image.Resampling.BOX), dtype=np.float32)
-    if invert == "auto":
-        invert = needs_inversion(gray)
-    ink = 255.0 - gray if invert else gray.copy()
-    if min(ink.shape) >= 64:  # photos: remove sensor/paper speckle before measuring
-        ink = np.asarray(Image.fromarray(ink, mode="F").filter(ImageFilter.MedianFilter(3)), dtype=np.float32)
-    if min(ink.shape) >= 64:  # photos: lighting falls off across the page
-        ink = np.clip(ink - local_background(ink), 0.0, None)
-    background = float(np.median(ink))
-    level = float(ink.max())  # robust: speckle was median-filtered away
-    if level - background < 16:
-        raise ImageError(
-            "No digit found: the image is blank or has almost no contrast "
-            f"(ink {level:.0f} vs background {background:.0f} of 255). Expected one digit, darker or lighter "
-            "than its background."
-        )
-    ink = np.clip((ink - background) / (level - background), 0.0, 1.0)
-    ink[ink < 0.2] = 0.0  # paper texture, shadows
-    rows, cols = np.nonzero(ink >= 0.35)
-    top, bottom, left, right = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    crop_image = Image.fromarray(np.uint8(np.round(ink[top:bottom, left:right] * 255)), mode="L")
-    if max(crop_image.size) > 4 * DIGIT_BOX:  # measure and thicken strokes at 4x the final size
-        factor = 4 * DIGIT_BOX / max(crop_image.size)
-        size = (max(1, round(crop_image.width * factor)), max(1, round(crop_image.height * factor)))
-        crop_image = crop_image.resize(size, Image.Resampling.LANCZOS)
-    crop = np.asarray(crop_image, dtype=np.float32) / 255.0
-    width = _stroke_width(crop >= 0.5)
-    wanted = STROKE_WIDTH * max(crop.shape) / DIGIT_BOX  # MNIST's stroke width, in pixels of the crop
-    if width and width < 0.6 * wanted:  # a thin pen: grow the strokes (a max filter of odd size)
-        grow = min(round(wanted - width) | 1, 2 * (max(crop.shape) // 8) + 1)
-        if grow >= 3:
-            crop_image = ImageOps.expand(crop_image, grow // 2, 0).filter(ImageFilter.MaxFilter(grow))
-    new_w = max(1, round(crop_image.width * DIGIT_BOX / max(crop_image.size)))
-    new_h = max(1, round(crop_image.height * DIGIT_BOX / max(crop_image.size)))
-    small = np.asarray(crop_image.resize((new_w, new_h), Image.Resampling.LANCZOS), dtype=np.float32)
-    small = np.clip(small, 0, None)
-    if small.max() > 0:
-        small = np.clip(small * (255.0 / small.max()), 0, 255)
-    total = small.sum()
-    ys, xs = np.indices(small.shape)
-    cy, cx = (ys * small).sum() / total, (xs * small).sum() / total
-    top = int(np.clip(round(CENTRE - cy), 0, SIZE - new_h))
-    left = int(np.clip(round(CENTRE - cx), 0, SIZE - new_w))
-    out = np.zeros((SIZE, SIZE), dtype=np.float32)
-    out[top : top + new_h, left : left + new_w] = small
-    return np.uint8(np.round(out))
+    return find_digit(gray, invert=invert, background=background).pixels
 
 
 def preprocess(source: ImageSource, *, invert: Invert = "auto", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -339,6 +219,25 @@ def preprocess(source: ImageSource, *, invert: Invert = "auto", max_pixels: int 
         >>> x.shape, x.dtype, float(x.min()), float(x.max())
         ((1, 1, 28, 28), dtype('float32'), -1.0, 1.0)
     """
+    return preprocess_digit(source, invert=invert, max_pixels=max_pixels)[0]
+
+
+def preprocess_digit(
+    source: ImageSource, *, invert: Invert = "auto", max_pixels: int = MAX_PIXELS
+) -> tuple[np.ndarray, DigitPicture]:
+    """:func:`preprocess`'s model input, and what :func:`~paddle_mnist_hapi.deploy.mnist_digit.find_digit` found.
+
+    ``DigitPicture.problem`` says when the picture does not look like one digit
+    (several digits side by side, a line, a solid block, ink all over).
+
+    Examples:
+        >>> from PIL import Image, ImageDraw
+        >>> two = Image.new("L", (160, 80), 255)
+        >>> ImageDraw.Draw(two).line([(40, 10), (40, 70)], fill=0, width=6)
+        >>> ImageDraw.Draw(two).line([(120, 10), (120, 70)], fill=0, width=6)
+        >>> preprocess_digit(two)[1].problem
+        'several separate marks side by side (2): write one digit per picture'
+    """
     if isinstance(source, np.ndarray):
         if not np.issubdtype(source.dtype, np.integer) or source.ndim not in (2, 3):
             raise ImageError(
@@ -351,5 +250,5 @@ def preprocess(source: ImageSource, *, invert: Invert = "auto", max_pixels: int 
         else:
             source = Image.fromarray(np.clip(source, 0, 255).astype(np.uint8))
     image = load_image(source, max_pixels=max_pixels)
-    pixels = mnist_style(to_grayscale(image), invert=invert)
-    return ((pixels.astype(np.float32) - MEAN) / STD).reshape(1, 1, SIZE, SIZE)
+    digit = find_digit(to_grayscale(image), invert=invert)
+    return ((digit.pixels.astype(np.float32) - MEAN) / STD).reshape(1, 1, SIZE, SIZE), digit

@@ -36,7 +36,6 @@ from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -48,7 +47,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from paddle_mnist_hapi.deploy.export import METADATA_SUFFIX, metadata_path
-from paddle_mnist_hapi.deploy.predict import Prediction, Predictor, softmax
+from paddle_mnist_hapi.deploy.predict import Predictor
 from paddle_mnist_hapi.serve.batching import MicroBatcher
 from paddle_mnist_hapi.serve.decoding import Decoders
 
@@ -136,8 +135,9 @@ class _Service:
         self.max_upload_bytes = max_upload_bytes
         self.max_pixels = max_pixels
         self.read_timeout_s = read_timeout_s
-        self.batcher = MicroBatcher(lambda batch: softmax(predictor.logits(batch)), max_batch=max_batch,
-                                    max_wait_ms=max_wait_ms)  # fmt: skip
+        self.batcher = MicroBatcher(
+            predictor.probabilities, max_batch=max_batch, max_wait_ms=max_wait_ms
+        )  # fmt: skip  (calibrated, as Predictor.predict)
         self.decoders = Decoders(decode_processes, max_pixels, predictor.invert, predictor.image_input)
         self.name = Path(predictor.prefix).name  # never the full path: the service tells no file-system paths
         meta = metadata_path(predictor.prefix)
@@ -170,10 +170,8 @@ class _Service:
             self.batcher.withdraw()
             raise
         probabilities = (await asyncio.wrap_future(self.batcher.submit(image, announced=True)))[0]
-        label = int(np.argmax(probabilities))
-        names = self.predictor.class_names
-        name = names[label] if label < len(names) else str(label)
-        prediction = Prediction(label, name, tuple(float(p) for p in probabilities))
+        prediction = self.predictor.prediction(probabilities, problem=message or None)
+        label = prediction.label
         request.scope[_LABEL] = label
         return JSONResponse({**prediction.to_dict(), "model": self.name, "model_input": seen})
 

@@ -38,7 +38,7 @@ from PIL import Image
 
 from paddle_mnist_hapi.data.dataset import MEAN, STD
 from paddle_mnist_hapi.deploy.image_input import ImageInput
-from paddle_mnist_hapi.deploy.preprocess import MAX_PIXELS, Invert, preprocess
+from paddle_mnist_hapi.deploy.preprocess import MAX_PIXELS, Invert, preprocess_digit
 from paddle_mnist_hapi.errors import ImageError
 
 __all__ = ["Decoders", "prepare"]
@@ -46,7 +46,8 @@ __all__ = ["Decoders", "prepare"]
 log = logging.getLogger("paddle_mnist_hapi.serve")
 
 Prepared = tuple[np.ndarray | None, str, int, str]
-"""``(model input, model input as a PNG data URL, HTTP status, error message)``."""
+"""``(model input, model input as a PNG data URL, HTTP status, message)``: the error message, or with
+status 200 why the picture does not look like one digit ("" when it does)."""
 
 
 def prepare(
@@ -70,11 +71,11 @@ def prepare(
         if image_input is not None:
             image = image_input(data, max_pixels=max_pixels)
             return image, _picture_data_url(image_input.picture(image)), 200, ""
-        image = preprocess(data, invert=invert, max_pixels=max_pixels)
+        image, digit = preprocess_digit(data, invert=invert, max_pixels=max_pixels)
     except ImageError as exc:
         message = " ".join(str(exc).split()).replace(f"<{len(data)} bytes>", "the upload")
         return None, "", 422, re.sub(r"\s*Received: image=.*$", "", message)
-    return image, _png_data_url(image), 200, ""
+    return image, _png_data_url(image), 200, digit.problem or ""
 
 
 def _pixels_in_header(data: bytes) -> int | None:
