@@ -209,7 +209,8 @@ def test_a_failed_last_write_is_raised_by_fit(tmp_path, train_data):
 
     class BreakAtTheEnd(paddle.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):  # after ResumeCkpt's: the final checkpoint is still to come
-            save_dir.write_text("not a directory")  # nothing was written yet
+            shutil.rmtree(save_dir)  # fit's start made the run directory; nothing was written in it yet
+            save_dir.write_text("not a directory")
 
     ckpt = ResumeCkpt(save_dir)
     with pytest.raises(CheckpointError, match="ckpt-000000008"):

@@ -567,6 +567,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
                     "checkpoint (%s) stands.", type(exc).__name__, self.latest_path(),
                 )  # fmt: skip
         finally:
+            self._pending = False  # a save due later is of no consistent state now: only the write in flight ends
             failure = self._flush_and_wait()  # the write in flight, if any, ends before fit raises
             if failure is not None:
                 log.error("ResumeCkpt: %s", failure)
