@@ -175,3 +175,10 @@ def test_an_unshuffled_augmented_loader_still_varies_by_epoch() -> None:
     first, second = list(loader), list(loader)
     assert np.array_equal(first[0][1], second[0][1])  # same order
     assert not np.array_equal(first[0][0], second[0][0])  # another augmentation
+
+
+def test_the_photo_parts_are_off_by_default_and_in_the_recipe() -> None:
+    from paddle_mnist_hapi.recipe import RECIPE_AUGMENT
+
+    for augment in (Augment(), RECIPE_AUGMENT):  # docs/data.md, docs/generalisation.md (round 2)
+        assert (augment.thicken, augment.soften, augment.lowres) == (0.0, 0.0, 0.0)
