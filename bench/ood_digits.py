@@ -259,8 +259,12 @@ def _font_layer(
     layer = layer.crop(layer.getbbox() or (0, 0, 1, 1))
     if width < 0.8 * natural:  # thinner: erode (only from pen-width fonts; hairline cells have no fonts)
         layer = ImageOps.expand(layer, 2, 0)
-        for _ in range(round((natural - width) / 2)):
-            layer = layer.filter(ImageFilter.MinFilter(3))
+        strokes = _shape(np.asarray(layer) / 255.0, 0.5)[0]
+        for _ in range(round((natural - width) / 2)):  # only as far as the glyph stays whole
+            thinner = layer.filter(ImageFilter.MinFilter(3))
+            if _shape(np.asarray(thinner) / 255.0, 0.5)[0] > strokes:  # a bold font's hairlines would vanish
+                break
+            layer = thinner
     slant, angle = rng.uniform(-0.3, 0.3), rng.uniform(-10, 10)
     pad = layer.height // 2 + 2  # room to slant and rotate into
     layer = ImageOps.expand(layer, pad, 0)
@@ -311,6 +315,63 @@ def _holes(layer: Image.Image, smallest: int) -> int:
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     outside = labels[0, 0]
     return int(sum(1 for k in range(1, count + 1) if k != outside and sizes[k] >= smallest))
+
+
+def _shape(coverage: np.ndarray, level: float) -> tuple[int, int]:
+    """``(strokes, holes)`` a person sees in ``coverage`` (0..1) at ``level``, on a copy at most 96 px a
+    side: the connected marks and the enclosed background regions, each counted when it has at least 1%
+    of the digit's box area (specks and pinholes are not seen)."""
+    coverage = np.asarray(coverage, dtype=np.float32)
+    factor = min(1.0, 96 / max(coverage.shape))
+    if factor < 1:
+        size = (max(1, round(coverage.shape[1] * factor)), max(1, round(coverage.shape[0] * factor)))
+        coverage = np.asarray(Image.fromarray(coverage, "F").resize(size, Image.Resampling.BOX))
+    mask = coverage >= level
+    if not mask.any():
+        return 0, 0
+    rows, cols = np.nonzero(mask)
+    smallest = max(2, int(0.01 * (np.ptp(rows) + 1) * (np.ptp(cols) + 1)))
+    labels, count = _components(mask)
+    strokes = int((np.bincount(labels.ravel(), minlength=count + 1)[1:] >= smallest).sum())
+    paper = np.pad(~mask, 1, constant_values=True)
+    labels, count = _components(paper)
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    holes = sum(1 for k in range(1, count + 1) if k != labels[0, 0] and sizes[k] >= smallest)
+    return strokes, holes
+
+
+def _legible_softness(coverage: np.ndarray, soften: Any, amount: float, limit: float, step: float) -> float:
+    """The ``amount`` of softening, moved towards ``limit`` by ``step`` until the digit's holes stay open.
+
+    ``soften(picture, amount)`` softens a float picture; seen at half of its own peak, the softened digit
+    must show the holes the sharp digit shows at half contrast: a marker's 8 whose holes fill in is a
+    blob, not an 8 (the holes the ``marker`` level keeps open for a person, ``_legible_width``).
+    """
+    factor = min(1.0, 64 / max(coverage.shape))  # a copy with the digit at most 64 px
+    size = (max(1, round(coverage.shape[1] * factor)), max(1, round(coverage.shape[0] * factor)))
+    small = np.asarray(Image.fromarray(np.float32(coverage), "F").resize(size, Image.Resampling.BOX))
+    picture = np.pad(small, int(np.ceil(0.5 * max(small.shape))))
+    wanted = _shape(picture, 0.5)[1]
+    scale = factor if soften is _gaussian else 1.0  # a blur's sigma is in pixels, a rescan's factor relative
+    for _ in range(40):
+        soft = soften(picture, amount * scale)
+        if wanted == 0 or _shape(soft, 0.5 * float(soft.max()))[1] >= wanted or abs(amount - limit) < 1e-6:
+            return amount
+        amount = limit + (amount - limit) * step
+    return amount
+
+
+def _gaussian(picture: np.ndarray, sigma: float) -> np.ndarray:
+    image = Image.fromarray(np.uint8(np.round(255 * np.clip(picture, 0, 1))), "L")
+    return np.asarray(image.filter(ImageFilter.GaussianBlur(sigma)), dtype=np.float32) / 255.0
+
+
+def _rescan(picture: np.ndarray, factor: float) -> np.ndarray:
+    image = Image.fromarray(np.uint8(np.round(255 * np.clip(picture, 0, 1))), "L")
+    small = image.resize(
+        (max(1, round(image.width * factor)), max(1, round(image.height * factor))), Image.Resampling.BOX
+    )
+    return np.asarray(small.resize(image.size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
 
 
 def _legible_width(draw: Any, ratio: float) -> float:
@@ -477,11 +538,16 @@ def make_sample(index: int, seed: int, fonts: list[str] | None = None) -> Sample
         largest = max(smallest + 0.5, min(64.0, 0.75 * digit_h))
         scan_height = math.exp(rng.uniform(math.log(smallest), math.log(largest)))
         factor = scan_height / digit_h
+        if stroke == "marker":  # rescanned larger if its holes would fill in
+            factor = _legible_softness(coverage, _rescan, factor, 1.0, 0.9)
         small = image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BOX)
         method = Image.Resampling.BICUBIC if rng.random() < 0.5 else Image.Resampling.BILINEAR
         image = small.resize((width, height), method)
     elif softness == "blur":  # out of focus: sigma 3-8% of the digit's height, at most 1.3 strokes
-        image = image.filter(ImageFilter.GaussianBlur(min(digit_h * rng.uniform(0.03, 0.08), 1.3 * stroke_px)))
+        sigma = min(digit_h * rng.uniform(0.03, 0.08), 1.3 * stroke_px)
+        if stroke == "marker":  # less out of focus if its holes would fill in
+            sigma = _legible_softness(coverage, _gaussian, sigma, 0.0, 0.85)
+        image = image.filter(ImageFilter.GaussianBlur(sigma))
     noisy = np.asarray(image, dtype=np.float32)
     grain = rng.uniform(1, 6)
     noisy = noisy + rng.normal(0, grain, noisy.shape[:2])[..., None] + rng.normal(0, grain / 3, noisy.shape)

@@ -279,7 +279,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"| whole machine: library / PyTorch | {_fmt(r.get('whole_machine_vs_torch'), 2, '×')} |",
         f"| whole machine: recipe with `--parallel auto` ({_to99_config(r.get('whole_machine_to99_config'))}), "
         f"seconds to 99% test top-1 | {_fmt(r.get('whole_machine_seconds_to_99'), 0, ' s')} |",
-        f"| recipe's 8 epochs, one process (batch 64) / whole machine: seconds, test top-1 | "
+        f"| recipe's default epochs, one process (batch 64) / whole machine: seconds, test top-1 | "
         f"{_fmt(r.get('recipe_train_seconds'), 0, ' s')} / "
         f"{_fmt(r.get('whole_machine_recipe_train_seconds'), 0, ' s')}; "
         f"{_percent(r.get('recipe_test_acc'), 2)} / {_percent(r.get('whole_machine_recipe_test_acc'), 2)} |",

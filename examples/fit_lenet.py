@@ -1,6 +1,6 @@
 """Train LeNet-5 on the real MNIST with paddle.Model, evaluate, export, verify.
 
-    python examples/fit_lenet.py                 # the default recipe (99.4% test top-1, 8 epochs)
+    python examples/fit_lenet.py                 # the default recipe (99.4% test top-1, 10 epochs)
     python examples/fit_lenet.py --limit 2000 --epochs 1   # a quick run
     python -m paddle.distributed.launch --nproc_per_node 2 examples/fit_lenet.py   # data-parallel
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import paddle
 import pytest
@@ -54,6 +56,37 @@ def test_each_part_does_what_it_says(images) -> None:
     assert np.abs(np.diff(blurred, axis=-1)).mean() < np.abs(np.diff(images, axis=-1)).mean()  # softer edges
 
 
+def _only(**strengths: float) -> Augment:
+    return replace(Augment.none(), **strengths)
+
+
+def _edges(batch: np.ndarray) -> float:
+    return float(np.abs(np.diff(batch, axis=-1)).mean() + np.abs(np.diff(batch, axis=-2)).mean())
+
+
+def test_marker_strokes_grow_by_more_than_a_pixel_and_thinning_never_erases(images) -> None:
+    ink = (_ink(images) > 0.5).sum(axis=1)
+    one = (_ink(_only(thicken=1.0)(images, np.random.default_rng(0))) > 0.5).sum(axis=1)
+    three = (_ink(_only(thicken=3.0)(images, np.random.default_rng(0))) > 0.5).sum(axis=1)
+    assert (one >= ink).all() and (three >= one).all()  # thicken only ever thickens
+    assert np.median(three / ink) > 2.0 > np.median(one / ink)  # repeated dilations: a marker's width
+    thinned = (_ink(_only(stroke=5.0)(images, np.random.default_rng(0))) > 0.2).sum(axis=1)
+    assert (thinned < ink).any() and (thinned > 0).all()  # one erosion at most: no digit vanishes
+
+
+def test_soften_and_lowres_blur_keep_the_ink_at_full_contrast(images) -> None:
+    for part in (_only(soften=1.5), _only(lowres=0.6)):
+        out = part(images, np.random.default_rng(0))
+        assert _edges(out) < 0.93 * _edges(images), part  # softer: smaller steps between neighbours
+        assert (_ink(out) > 0.05).sum() > 1.1 * (_ink(images) > 0.05).sum(), part  # ink spreads
+        assert np.allclose(out.max(axis=(1, 2, 3)), images.max(axis=(1, 2, 3)), atol=1e-4), part  # not fainter
+    strong, mild = (
+        _only(lowres=0.8)(images, np.random.default_rng(0)),
+        _only(lowres=0.1)(images, np.random.default_rng(0)),
+    )
+    assert _edges(strong) < _edges(mild)  # a coarser grid loses more detail
+
+
 def test_start_and_ramp_scale_the_strength_by_epoch() -> None:
     augment = Augment(start_epoch=1, ramp_epochs=2)
     assert augment.at_epoch(0).is_identity
@@ -68,6 +101,9 @@ BAD_SETTINGS = [
     {"elastic": float("nan")},
     {"scale": 1.0},
     {"blur": 1.5},
+    {"lowres": 1.0},
+    {"soften": -0.5},
+    {"thicken": float("inf")},
     {"ramp_epochs": -1},
     {"start_epoch": 1.5},
 ]
@@ -139,3 +175,10 @@ def test_an_unshuffled_augmented_loader_still_varies_by_epoch() -> None:
     first, second = list(loader), list(loader)
     assert np.array_equal(first[0][1], second[0][1])  # same order
     assert not np.array_equal(first[0][0], second[0][0])  # another augmentation
+
+
+def test_the_photo_parts_are_off_by_default_and_in_the_recipe() -> None:
+    from paddle_mnist_hapi.recipe import RECIPE_AUGMENT
+
+    for augment in (Augment(), RECIPE_AUGMENT):  # docs/data.md, docs/generalisation.md (round 2)
+        assert (augment.thicken, augment.soften, augment.lowres) == (0.0, 0.0, 0.0)

@@ -53,7 +53,7 @@ def test_the_holdout_is_never_trained_on() -> None:
 def test_the_export_carries_a_temperature_fitted_on_held_out_training_images(trained_run) -> None:
     meta = json.loads(open(trained_run["export"] + "_meta.json").read())
     calibration = meta["calibration"]
-    assert "held out" in calibration["fitted_on"] and calibration["images"] == 5000  # the 5,000 after the 30,000
+    assert "held out" in calibration["fitted_on"] and calibration["images"] == 2000  # the 2,000 after the 30,000
     assert trained_run["train_images"] == 30000
     assert calibration["nll_after"] <= calibration["nll_before"]
     predictor = Predictor(trained_run["export"])

@@ -45,7 +45,7 @@ def test_a_run_no_longer_than_the_fast_epochs_is_one_cycle_without_augmentation(
     assert short._optimizer._learning_rate.first_steps == 0
     default = build_model(TrainConfig(model="linear"), steps_per_epoch=10)
     assert default._optimizer._learning_rate.first_steps == 20
-    assert default._optimizer._learning_rate.total_steps == 80
+    assert default._optimizer._learning_rate.total_steps == 100  # the default 10 epochs
 
 
 @pytest.mark.parametrize("fast_epochs", [-1, 1.5, True])

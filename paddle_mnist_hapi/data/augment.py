@@ -8,13 +8,17 @@ training image the way handwriting varies:
 * an affine warp: rotation, isotropic scale and aspect, shear (slant), translation;
 * an elastic distortion in the spirit of Simard, Steinkraus and Platt (2003):
   a smooth random displacement field, drawn on a coarse grid and upsampled;
-* stroke width: a fractional grey-level dilation or erosion;
-* blur: a fractional 3x3 binomial blur.
+* stroke width: a fractional grey-level dilation or erosion, and an extra
+  dilation of up to a few pixels (``thicken``: a marker's strokes);
+* blur: a fractional 3x3 binomial blur;
+* soften: a Gaussian blur of a random width (a photo out of focus);
+* lowres: resampling through a coarser grid and back (a small scan enlarged).
 
 The two warps are one bilinear gather over the whole batch (no per-image PIL,
 no Python loop over images); stroke and blur are shifted-slice maxima, minima
-and sums. For a batch of 128 this costs a few percent of a LeNet-5 training
-step on CPU (``python bench/augment_cost.py`` measures the ratio).
+and sums; soften and lowres are small matrix products. For a batch of 128 this
+costs a few percent of a LeNet-5 training step on CPU (``python
+bench/augment_cost.py`` measures the ratio).
 
 Randomness comes only from the ``numpy.random.Generator`` passed in: the
 global RNGs are never touched. :class:`~paddle_mnist_hapi.data.InMemoryLoader`
@@ -80,7 +84,7 @@ def _neighbour_stack(ink: np.ndarray, fill: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Augment:
-    """Random affine + elastic + stroke-width + blur variation of normalized MNIST batches.
+    """Random affine + elastic + stroke-width + blur + resolution variation of normalized MNIST batches.
 
     Each field is the largest change drawn, uniformly (elastic: the standard
     deviation of the displacement). ``Augment(0, 0, 0, 0, 0, 0, 0, 0)`` changes nothing.
@@ -93,12 +97,19 @@ class Augment:
         translate (float, optional): shift in pixels, +-, each axis. Default: 1.0.
         elastic (float, optional): displacement in pixels (standard deviation
             on a 4x4 control grid, bilinearly upsampled: smooth, local). Default: 0.8.
-        stroke (float, optional): stroke-width change as a fraction of a
-            one-pixel dilation (thicker) or erosion (thinner), +-. Default: 0.6.
+        stroke (float, optional): stroke-width change in one-pixel dilations (thicker) or
+            erosions (thinner), +-; fractions blend, above 1 the dilation is repeated
+            (erosion stops at one pixel: more would erase MNIST's strokes). Default: 0.6.
         blur (float, optional): largest blend towards a 3x3 binomial blur, 0..1. Default: 0.5.
         start_epoch (int, optional): no augmentation before this epoch. Default: 0.
         ramp_epochs (int, optional): reach full strength this many epochs after
             ``start_epoch``, growing linearly (see :meth:`at_epoch`). Default: 0.
+        thicken (float, optional): extra dilation in pixels, 0..``thicken``, added to
+            the ``stroke`` change (a marker's strokes, without thinner ones). Default: 0.
+        soften (float, optional): largest Gaussian blur, its sigma in pixels (out of focus). Default: 0.
+        lowres (float, optional): largest resolution loss: the image is resampled
+            through a grid of ``28 * (1 - lowres)`` pixels at the smallest and enlarged back
+            (bilinear), below 1. Default: 0.
 
     Raises:
         ConfigError: a negative or non-finite strength, ``blur`` above 1, or a bad ``start_epoch``/``ramp_epochs``.
@@ -108,6 +119,12 @@ class Augment:
         (15, 0.0)
         >>> [Augment(start_epoch=2, ramp_epochs=1).at_epoch(e).rotate for e in range(5)]
         [0.0, 0.0, 5.0, 10.0, 10.0]
+        >>> digit = np.full((1, 1, 28, 28), -1.0, np.float32)  # normalized like MNIST: paper -1, ink 1
+        >>> digit[0, 0, 6:22, 13:15] = 1.0  # a thin vertical stroke: a 1
+        >>> marker = replace(Augment.none(), thicken=2.0, soften=1.0, lowres=0.5)  # thick, soft, coarse
+        >>> out = marker(digit, np.random.default_rng(0))
+        >>> int((out > 0).sum()) > int((digit > 0).sum()), bool(np.isclose(out.max(), digit.max(), atol=1e-3))
+        (True, True)
     """
 
     rotate: float = 10.0
@@ -120,6 +137,9 @@ class Augment:
     blur: float = 0.5
     start_epoch: int = 0
     ramp_epochs: int = 0
+    thicken: float = 0.0
+    soften: float = 0.0
+    lowres: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("start_epoch", "ramp_epochs"):
@@ -133,10 +153,10 @@ class Augment:
                     f"Augment.{field.name} must be a finite number >= 0 (0 turns it off). "
                     f"Received: {field.name}={value!r}"
                 )
-        if self.scale >= 1 or self.aspect >= 1:
+        if self.scale >= 1 or self.aspect >= 1 or self.lowres >= 1:
             raise ConfigError(
-                f"Augment.scale and Augment.aspect must be below 1 (a relative change). "
-                f"Received: scale={self.scale!r}, aspect={self.aspect!r}"
+                f"Augment.scale, Augment.aspect and Augment.lowres must be below 1 (a relative change). "
+                f"Received: scale={self.scale!r}, aspect={self.aspect!r}, lowres={self.lowres!r}"
             )
         if self.blur > 1:
             raise ConfigError(f"Augment.blur is a blend weight from 0 to 1. Received: blur={self.blur!r}")
@@ -180,6 +200,8 @@ class Augment:
         ink = self._warp(ink, rng)
         ink = self._stroke(ink, rng)
         ink = self._blur(ink, rng)
+        ink = self._soften(ink, rng)
+        ink = self._lowres(ink, rng)
         out = np.clip(ink, 0.0, 1.0) * (255.0 / STD) - (MEAN / STD)
         return out.astype(np.float32).reshape(batch, 1, SIZE, SIZE)
 
@@ -215,13 +237,20 @@ class Augment:
         return _bilinear(ink, src_y, src_x)
 
     def _stroke(self, ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if not self.stroke:
+        if not self.stroke and not self.thicken:
             return ink
-        amount = rng.uniform(-self.stroke, self.stroke, len(ink))[:, None, None]
-        window = _neighbour_stack(ink, 0.0)
-        thicker, thinner = window.max(axis=0), window.min(axis=0)
-        target = np.where(amount > 0, thicker, thinner)
-        return ink + np.abs(amount) * (target - ink)
+        amount = rng.uniform(-self.stroke, self.stroke, len(ink))
+        if self.thicken:
+            amount = amount + rng.uniform(0.0, self.thicken, len(ink))
+        amount = np.maximum(amount, -1.0)[:, None, None]  # at most one erosion
+        while True:  # whole dilations first, then the fraction that is left
+            window = _neighbour_stack(ink, 0.0)
+            target = np.where(amount > 0, window.max(axis=0), window.min(axis=0))
+            step = np.minimum(np.abs(amount), 1.0)
+            ink = ink + step * (target - ink)
+            amount = np.where(amount > 1.0, amount - 1.0, 0.0)
+            if not amount.any():
+                return ink
 
     def _blur(self, ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if not self.blur:
@@ -231,6 +260,45 @@ class Augment:
         rows = 0.25 * padded[:, :-2] + 0.5 * padded[:, 1:-1] + 0.25 * padded[:, 2:]
         blurred = 0.25 * rows[:, :, :-2] + 0.5 * rows[:, :, 1:-1] + 0.25 * rows[:, :, 2:]
         return ink + amount * (blurred - ink)
+
+    def _soften(self, ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if not self.soften:
+            return ink
+        sigma = rng.uniform(0.0, self.soften, len(ink))
+        offsets = np.arange(SIZE, dtype=np.float32)
+        distance = offsets[:, None] - offsets[None, :]
+        kernel = np.exp(-0.5 * (distance[None] / np.maximum(sigma, 1e-3)[:, None, None]) ** 2)
+        kernel /= kernel.sum(axis=2, keepdims=True)  # (B, 28, 28): rows of a Gaussian, zero outside
+        return _same_peak(ink, kernel @ ink @ kernel.transpose(0, 2, 1))
+
+    def _lowres(self, ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if not self.lowres:
+            return ink
+        sides = np.round(SIZE * (1.0 - rng.uniform(0.0, self.lowres, len(ink)))).astype(int)
+        out = ink.copy()
+        for side in np.unique(sides):
+            if side >= SIZE:
+                continue
+            chosen = sides == side
+            down, up = _area_matrix(side), _upsample_matrix(side)  # (side, 28) and (28, side)
+            out[chosen] = up @ (down @ ink[chosen] @ down.T) @ up.T
+        return _same_peak(ink, out)
+
+
+def _same_peak(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """``after`` scaled so each image's brightest ink is as bright as ``before``'s (as preprocessing
+    stretches a picture's contrast, a softened digit is not a fainter one)."""
+    peak = after.max(axis=(1, 2), keepdims=True)
+    return (after * (before.max(axis=(1, 2), keepdims=True) / np.maximum(peak, 1e-6))).astype(np.float32)
+
+
+def _area_matrix(side: int, size: int = SIZE) -> np.ndarray:
+    """``(side, size)`` weights that average ``size`` pixels into ``side`` (a box filter, as a scanner)."""
+    edges = np.linspace(0.0, size, side + 1)
+    starts, ends = edges[:-1, None], edges[1:, None]
+    pixels = np.arange(size, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(ends, pixels + 1) - np.maximum(starts, pixels), 0.0, None)
+    return (overlap / overlap.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
 def _bilinear(ink: np.ndarray, src_y: np.ndarray, src_x: np.ndarray) -> np.ndarray:

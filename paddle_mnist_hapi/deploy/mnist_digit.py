@@ -348,7 +348,10 @@ def find_marks(ink: np.ndarray, level: float = MARK_LEVEL) -> Marks:
     Marks are the connected regions at or above ``level``, found on a copy of
     at most 256 pixels a side; specks (under 2% of the largest mark's size) are
     dropped. Marks whose boxes lie within a fifth of the tallest mark's height
-    of each other form one group; the digit is the group with the most ink.
+    of each other form one group; the digit is the group with the most ink,
+    among the groups inside the picture when one of them has a tenth of the
+    ink of the heaviest (a group cut by the picture's edge is then a shadow's
+    edge or the page's corner, not the digit).
     Other groups on the same line, at least half as tall and with a fifth of
     its ink, are more digits; a group that is a line (more than 3 times wider
     than tall) or a solid block is not a digit.
@@ -361,6 +364,10 @@ def find_marks(ink: np.ndarray, level: float = MARK_LEVEL) -> Marks:
         >>> marks = find_marks(ink)
         >>> marks.side_by_side, marks.problem
         (2, 'several separate marks side by side (2): write one digit per picture')
+        >>> ink = np.zeros((100, 100)); ink[:, 94:] = 1; ink[40:70, 30:34] = 1   # a shadow's edge, and a "1"
+        >>> marks = find_marks(ink)
+        >>> marks.box, marks.problem   # the 1, not the heavier band the picture's edge cuts
+        ((40, 70, 30, 34), None)
     """
     height, width = ink.shape
     step = max(1, int(np.ceil(max(height, width) / 256)))
@@ -402,12 +409,17 @@ def find_marks(ink: np.ndarray, level: float = MARK_LEVEL) -> Marks:
     group_mass = np.array([mass[group == g].sum() for g in names])
     boxes = [(top[group == g].min(), bottom[group == g].max(), left[group == g].min(), right[group == g].max())
              for g in names]  # fmt: skip
-    main = int(np.argmax(group_mass))
+    # a group cut by the picture's edge (a shadow's edge, the page's corner) is the digit only when no
+    # group inside the picture has a tenth of its ink; then it is not counted as another digit either
+    cut = np.array([t0 == 0 or l0 == 0 or b0 >= mask.shape[0] or r0 >= mask.shape[1] for t0, b0, l0, r0 in boxes])
+    inside = np.where(cut, 0.0, group_mass)
+    main = int(np.argmax(inside)) if inside.max() >= 0.1 * group_mass.max() else int(np.argmax(group_mass))
     t, b = boxes[main][:2]
     beside = 1 + sum(
         1
         for k, (t2, b2, _, _) in enumerate(boxes)
         if k != main
+        and (cut[main] or not cut[k])
         and b2 - t2 >= 0.5 * (b - t)
         and group_mass[k] >= 0.2 * group_mass[main]
         and min(b, b2) - max(t, t2) >= 0.3 * min(b - t, b2 - t2)  # on the same line
