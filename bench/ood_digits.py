@@ -58,6 +58,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from paddle_mnist_hapi.deploy.calibrate import expected_calibration_error  # noqa: E402
+from paddle_mnist_hapi.deploy.mnist_digit import components as _components  # noqa: E402
 
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation")
 FONT_FILES = (
@@ -282,30 +283,6 @@ def _stroke_width(ink: np.ndarray) -> float:
     padded = np.pad(ink, 1)
     interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     return 2.0 * area / max(1, area - int(interior.sum()))
-
-
-def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels (1..n, 0 = not in the mask) of the 4-connected regions of a boolean mask, and n."""
-    mask = np.asarray(mask, dtype=bool)
-    size = mask.size
-    labels = np.where(mask, np.arange(size).reshape(mask.shape), size)
-    down, right = mask[:-1, :] & mask[1:, :], mask[:, :-1] & mask[:, 1:]
-    while True:  # every pixel takes its neighbours' smallest label, then its label's label
-        low = labels.copy()
-        np.minimum(low[1:, :], np.where(down, labels[:-1, :], size), out=low[1:, :])
-        np.minimum(low[:-1, :], np.where(down, labels[1:, :], size), out=low[:-1, :])
-        np.minimum(low[:, 1:], np.where(right, labels[:, :-1], size), out=low[:, 1:])
-        np.minimum(low[:, :-1], np.where(right, labels[:, 1:], size), out=low[:, :-1])
-        flat = low.ravel()
-        inside = flat < size
-        flat[inside] = flat[flat[inside]]
-        if np.array_equal(low, labels):
-            break
-        labels = low
-    roots, dense = np.unique(labels[mask], return_inverse=True)
-    out = np.zeros(mask.shape, dtype=np.int32)
-    out[mask] = dense + 1
-    return out, len(roots)
 
 
 def _holes(layer: Image.Image, smallest: int) -> int:
