@@ -59,6 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from paddle_mnist_hapi.deploy.calibrate import expected_calibration_error  # noqa: E402
 from paddle_mnist_hapi.deploy.mnist_digit import components as _components  # noqa: E402
+from paddle_mnist_hapi.deploy.mnist_digit import stroke_width as _stroke_width  # noqa: E402
 
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation")
 FONT_FILES = (
@@ -273,16 +274,6 @@ def _font_layer(
     layer = layer.transform(layer.size, Image.Transform.AFFINE, (1, slant, -slant * centre, 0, 1, 0))
     layer = layer.rotate(angle, resample=Image.Resampling.BILINEAR)
     return layer.crop(layer.getbbox() or (0, 0, 1, 1))
-
-
-def _stroke_width(ink: np.ndarray) -> float:
-    """Mean stroke width of a binary mask: 2 * area / boundary length."""
-    area = int(ink.sum())
-    if area == 0:
-        return 0.0
-    padded = np.pad(ink, 1)
-    interior = padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
-    return 2.0 * area / max(1, area - int(interior.sum()))
 
 
 def _holes(layer: Image.Image, smallest: int) -> int:

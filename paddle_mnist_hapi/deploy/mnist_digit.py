@@ -53,6 +53,7 @@ __all__ = [
     "find_marks",
     "needs_inversion",
     "paper_level",
+    "stroke_width",
 ]
 
 #: MNIST scaled each digit to fit this box, then centred it in 28x28.
@@ -62,7 +63,7 @@ SIZE = 28
 WORK_SIZE = 1024
 #: Where MNIST digits have their centre of mass (row and column; measured: 13.99, 14.00).
 CENTRE = 14.0
-#: MNIST's mean stroke width in pixels of the 28x28 image, as ``_stroke_width`` measures it.
+#: MNIST's mean stroke width in pixels of the 28x28 image, as ``stroke_width`` measures it.
 STROKE_WIDTH = 2.9
 THIN_ABOVE = 1.6
 THIN_TO = 1.3
@@ -192,8 +193,14 @@ def _running_median(profile: np.ndarray) -> np.ndarray:
     return np.median(np.lib.stride_tricks.sliding_window_view(padded, window), axis=1)
 
 
-def _stroke_width(ink: np.ndarray) -> float:
-    """Mean stroke width of a binary mask: 2 * area / boundary length."""
+def stroke_width(ink: np.ndarray) -> float:
+    """Mean stroke width of a binary mask: 2 * area / boundary length.
+
+    Examples:
+        >>> ink = np.zeros((20, 20), dtype=bool); ink[2:18, 8:12] = True  # a bar 4 pixels wide
+        >>> round(stroke_width(ink), 2)
+        3.56
+    """
     area = int(ink.sum())
     if area == 0:
         return 0.0
@@ -520,7 +527,7 @@ def _mnist_box(crop: np.ndarray) -> np.ndarray:
         size = (max(1, round(crop_image.width * factor)), max(1, round(crop_image.height * factor)))
         crop_image = crop_image.resize(size, Image.Resampling.LANCZOS)
     crop = np.asarray(crop_image, dtype=np.float32) / 255.0
-    width = _stroke_width(crop >= 0.5)
+    width = stroke_width(crop >= 0.5)
     wanted = STROKE_WIDTH * max(crop.shape) / DIGIT_BOX  # MNIST's stroke width, in pixels of the crop
     if width and width < 0.6 * wanted:  # a thin pen: grow the strokes (a max filter of odd size)
         grow = min(round(wanted - width) | 1, 2 * (max(crop.shape) // 8) + 1)
