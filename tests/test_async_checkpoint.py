@@ -161,8 +161,7 @@ def test_fit_returns_or_exits_only_when_the_last_checkpoint_is_on_disk(tmp_path,
     # checked the moment fit is done: the last write (held 0.5 s) is complete, nothing half written
     assert _complete(save_dir)[-1] == f"ckpt-{expected:09d}" and not list(save_dir.glob(".tmp-*"))
     assert not ckpt._writer.busy
-    if ckpt.store._deleting is not None:
-        ckpt.store._deleting.join()  # old checkpoints kept for reuse are deleted when fit ends
+    ckpt.store.join_deletion()  # old checkpoints kept for reuse are deleted when fit ends
     assert not list(save_dir.glob(".trash-*"))
     state = json.loads((save_dir / f"ckpt-{expected:09d}" / "state.json").read_text())
     assert (state["crash"] or {}).get("type") == ("RuntimeError" if ending == "exception" else None)

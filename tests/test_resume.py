@@ -680,3 +680,48 @@ def test_the_removed_weights_only_says_what_replaced_it(tmp_path) -> None:
         ResumeCkpt(str(tmp_path), weights_only=True)
     with pytest.raises(TypeError, match="unexpected keyword argument 'keep_lats'"):
         ResumeCkpt(str(tmp_path), keep_lats=3)
+
+
+def test_rng_states_round_trip_in_the_compact_form_and_older_checkpoints_still_load():
+    """state.json keeps numpy's and Python's RNG words as hex text; the lists older checkpoints hold load too."""
+    import random
+
+    from paddle_mnist_hapi.checkpoint import state as S
+
+    paddle.seed(1), np.random.seed(2), random.seed(3)
+    saved = json.loads(json.dumps(S.rng_state()))
+    assert isinstance(saved["numpy"][1], str) and isinstance(saved["python"][1], str)
+    draws = lambda: (paddle.rand([3]).numpy().tolist(), np.random.rand(3).tolist(), random.random())  # noqa: E731
+    expected = draws()
+    older = {**saved, "numpy": [saved["numpy"][0], S._words(saved["numpy"][1]).tolist(), *saved["numpy"][2:]],
+             "python": [saved["python"][0], S._words(saved["python"][1]).tolist(), saved["python"][2]]}  # fmt: skip
+    for state in (saved, older):
+        draws()  # move every generator on
+        S.set_rng_state(state)
+        assert draws() == expected
+
+
+def test_optimizer_state_names_follow_the_first_layer_of_a_shared_parameter():
+    """training_tensors names each accumulator after its parameter's first structured name (as
+    named_parameters does), from one walk of the layers."""
+    from paddle_mnist_hapi.checkpoint import state as S
+
+    class Tied(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.first, self.second = paddle.nn.Linear(3, 3), paddle.nn.Linear(3, 3)
+            self.second.weight = self.first.weight  # one parameter under two names
+
+        def forward(self, x):
+            return self.second(self.first(x))
+
+    net = Tied()
+    optimizer = paddle.optimizer.Adam(1e-3, parameters=net.parameters())
+    net(paddle.ones([2, 3])).sum().backward()
+    optimizer.step()
+    groups = S.training_tensors(net, optimizer)
+    names = {param.name: name for name, param in net.named_parameters()}
+    expected = {f"{names[p]}/{acc}" for acc, per in optimizer._accumulators.items() for p in per}
+    assert set(groups["optimizer"]) == expected and "first.weight/moment1" in expected
+    assert groups["model"].keys() == net.state_dict().keys()
+    assert S.optimizer_tensors(optimizer, net).keys() == groups["optimizer"].keys()

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ __all__ = [
     "has_schedule",
     "is_static",
     "is_static_network",
+    "is_static_state",
     "learning_rate_name",
     "mirrored",
     "network_arrays",
@@ -65,7 +66,12 @@ def is_static(model: Any) -> bool:
 
 def is_static_network(network: paddle.nn.Layer) -> bool:
     """Whether ``network``'s parameters are program values (it belongs to a static-graph ``paddle.Model``)."""
-    return any(not isinstance(value, paddle.Tensor) for value in network.state_dict().values())
+    return is_static_state(network.state_dict())
+
+
+def is_static_state(state: Mapping[str, Any]) -> bool:
+    """Whether a ``state_dict`` holds program values (of a static-graph ``paddle.Model``), not tensors."""
+    return any(not isinstance(value, paddle.Tensor) for value in state.values())
 
 
 @contextlib.contextmanager
@@ -168,10 +174,14 @@ def network_arrays(network: paddle.nn.Layer) -> dict[str, np.ndarray]:
     return {key: read(name) for key, name in state_names(network).items()}
 
 
-def network_tensors(network: paddle.nn.Layer) -> dict[str, paddle.Tensor]:
-    """The network's ``state_dict`` as eager tensors: its own in dygraph mode, copies in static-graph mode."""
-    if not is_static_network(network):
-        return dict(network.state_dict())
+def network_tensors(network: paddle.nn.Layer, state: Mapping[str, Any] | None = None) -> dict[str, paddle.Tensor]:
+    """The network's ``state_dict`` as eager tensors: its own in dygraph mode, copies in static-graph mode.
+
+    ``state``: ``network.state_dict()`` when the caller has it already.
+    """
+    state = network.state_dict() if state is None else state
+    if not is_static_state(state):
+        return dict(state)
     return to_tensors(network_arrays(network))
 
 

@@ -477,6 +477,7 @@ class ResumeCkpt(paddle.callbacks.Callback):
         self._step_seconds = self._eval_seconds = self._save_seconds = 0.0
         self._batch_clock = self._eval_clock = time.monotonic()
         self._ranks, self._updates_since_agreement, self._agree_every = paddle.distributed.get_world_size(), 0, 1
+        self._rank0 = is_rank0()  # both fixed for the fit: _flush does not ask Paddle again at every save
         self._last_step_seconds = 0.0
         self._undo: list[Callable[[], None]] = []
         self._workers: dict[int, int | None] = {}
@@ -617,13 +618,13 @@ class ResumeCkpt(paddle.callbacks.Callback):
         return scalar(self._eval_logs[self.monitor])
 
     def _rank_state(self) -> dict[str, Any]:
-        """What differs between ranks: RNG (a snapshot, made data by the writer), the running metrics (each rank
-        sees its own batches), callbacks."""
+        """What differs between ranks: RNG and the running metrics (each rank sees its own batches; snapshots,
+        made data by the writer), callbacks."""
         mid_epoch = self._position.step_in_epoch > 0
         return {
             "rng": S.rng_snapshot(),
             "epoch_rng": self._epoch_rng if mid_epoch else None,
-            "metrics": S.jsonable_metric_states(self._metrics_snapshot) if mid_epoch else None,
+            "metrics": self._metrics_snapshot if mid_epoch else None,  # a copy, replaced (not changed) per batch
             "callbacks": {key: copy.deepcopy(cb.state_dict()) for key, cb in self._stateful.items()},
         }
 
@@ -636,15 +637,13 @@ class ResumeCkpt(paddle.callbacks.Callback):
         started = time.monotonic()
         mine = self._rank_state()
         ranks = [mine]
-        if paddle.distributed.get_world_size() > 1:  # every rank is here at the same step (crashes are not)
+        if self._ranks > 1:  # every rank is here at the same step (crashes are not)
             ranks = []
             paddle.distributed.all_gather_object(ranks, mine)
-        if not is_rank0():
+        if not self._rank0:
             return
-        network, optimizer = self.model.network, self.model._optimizer
-        groups = {"model": static_graph.network_tensors(network)}  # a static graph's: copies of its scope's values
-        if optimizer is not None:
-            groups["optimizer"] = S.optimizer_tensors(optimizer, network)
+        optimizer = self.model._optimizer
+        groups = S.training_tensors(self.model.network, optimizer)  # a static graph's: copies of its scope's values
         callback_tensors = {
             f"{key}/{name}": tensor for key, cb in self._stateful.items() for name, tensor in cb.state_tensors().items()
         }
@@ -676,6 +675,8 @@ class ResumeCkpt(paddle.callbacks.Callback):
         def write() -> None:  # in the writer's thread: touches only the snapshot and the store
             for rank_state in (state, *(state["ranks"] or ())):
                 rank_state["rng"] = S.jsonable_rng(rank_state["rng"])
+                if rank_state["metrics"] is not None:
+                    rank_state["metrics"] = S.jsonable_metric_states(rank_state["metrics"])
             if not all_finite(tensors["model"]):
                 log.error("ResumeCkpt: the model has NaN/Inf values; this state is not checkpointed.")
                 return

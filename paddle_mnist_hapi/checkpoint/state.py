@@ -18,6 +18,7 @@ import ctypes
 import functools
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +51,31 @@ __all__ = [
     "set_rng_state",
     "set_scaler_state",
     "threads_change",
+    "training_tensors",
 ]
 
 
 # ---------------------------------------------------------------- RNG
 def numpy_rng_state() -> list[Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
+    return [kind, _words_text(keys), int(pos), int(has_gauss), float(cached)]
 
 
 def set_numpy_rng_state(state: list[Any]) -> None:
     kind, keys, pos, has_gauss, cached = state
-    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, _words(keys), pos, has_gauss, cached))
+
+
+def _words_text(words: Any) -> str:
+    """uint32 words (an array or ints) as hex text: as JSON 0.01 ms, where a list of 624 numbers takes 0.1 ms."""
+    return np.asarray(words, dtype="<u4").tobytes().hex()
+
+
+def _words(text_or_list: str | list[int]) -> np.ndarray:
+    """What :func:`_words_text` wrote (or, in older checkpoints, the list of numbers) as uint32 words."""
+    if isinstance(text_or_list, str):
+        return np.frombuffer(bytes.fromhex(text_or_list), dtype="<u4").astype(np.uint32)
+    return np.asarray(text_or_list, dtype=np.uint32)
 
 
 def _generator_state(state: tuple[Any, ...]) -> list[Any]:
@@ -90,8 +104,8 @@ def jsonable_rng(snapshot: tuple[Any, ...]) -> dict[str, Any]:
     generators, (kind, keys, pos, has_gauss, cached), (version, internal, gauss) = snapshot
     return {
         "paddle": [_generator_state(g.__getstate__()) for g in generators],
-        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-        "python": [version, list(internal), gauss],
+        "numpy": [kind, _words_text(keys), int(pos), int(has_gauss), float(cached)],
+        "python": [version, _words_text(internal), gauss],  # 624 words and the position, all < 2**32
     }
 
 
@@ -110,20 +124,30 @@ def set_rng_state(state: dict[str, Any]) -> None:
     paddle.set_rng_state(generators)
     set_numpy_rng_state(state["numpy"])
     version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    random.setstate((version, tuple(_words(internal).tolist()), gauss))
 
 
 # ---------------------------------------------------------------- optimizer
-def _structured_names(network: paddle.nn.Layer) -> dict[str, str]:
-    return {param.name: name for name, param in network.named_parameters()}
+def _structured_names(state: Mapping[str, paddle.Tensor]) -> dict[str, str]:
+    """``{generated name: structured name}`` of a dygraph ``state_dict`` (its parameters among them)."""
+    names: dict[str, str] = {}
+    for key, tensor in state.items():
+        names.setdefault(tensor.name, key)  # a tensor shared by two layers: its first name, as named_parameters
+    return names
 
 
-def optimizer_tensors(optimizer: paddle.optimizer.Optimizer, network: paddle.nn.Layer) -> dict[str, paddle.Tensor]:
-    """The optimizer's accumulators (moments, beta powers, velocities ...) by structured name."""
-    if static_graph.is_static_network(network):  # copies of the scope's values, under the same names
+def optimizer_tensors(
+    optimizer: paddle.optimizer.Optimizer, network: paddle.nn.Layer, state: Mapping[str, Any] | None = None
+) -> dict[str, paddle.Tensor]:
+    """The optimizer's accumulators (moments, beta powers, velocities ...) by structured name.
+
+    ``state``: ``network.state_dict()`` when the caller has it already (one walk of the layers fewer).
+    """
+    state = network.state_dict() if state is None else state
+    if static_graph.is_static_state(state):  # copies of the scope's values, under the same names
         names = static_graph.optimizer_names(optimizer, network)
         return static_graph.to_tensors({key: static_graph.read(name) for key, name in names.items()})
-    names = _structured_names(network)
+    names = _structured_names(state)
     out: dict[str, paddle.Tensor] = {}
     for acc_name, per_param in optimizer._accumulators.items():
         for param_name, tensor in per_param.items():
@@ -131,6 +155,16 @@ def optimizer_tensors(optimizer: paddle.optimizer.Optimizer, network: paddle.nn.
     for param_name, tensor in getattr(optimizer, "_master_weights", {}).items():
         out[f"{names.get(param_name, param_name)}/master_weight"] = tensor
     return out
+
+
+def training_tensors(network: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer | None) -> dict[str, Any]:
+    """``{"model": state_dict tensors, "optimizer": accumulators}`` (no ``optimizer`` without one), from one
+    walk of the layers; eager tensors in either mode (a static graph's: copies of its scope's values)."""
+    state = network.state_dict()
+    groups = {"model": static_graph.network_tensors(network, state)}
+    if optimizer is not None:
+        groups["optimizer"] = optimizer_tensors(optimizer, network, state)
+    return groups
 
 
 def _trainable(optimizer: paddle.optimizer.Optimizer, network: paddle.nn.Layer) -> list[paddle.Tensor]:

@@ -37,6 +37,8 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -190,13 +192,11 @@ def _fsync_all(paths: list[Path]) -> None:
             errors.append(exc)
 
     try:
-        threads = [threading.Thread(target=fsync, args=(fd,), name="checkpoint fsync") for fd in fds[1:]]
-        for thread in threads:
-            _start_or_run(thread)
+        pending = [_in_background(fsync, fd) for fd in fds[1:]]
         fsync(fds[0])
-        for thread in threads:
-            if thread.ident is not None:
-                thread.join()
+        for future in pending:
+            if future is not None:
+                future.result()
     finally:
         for fd in fds:
             os.close(fd)
@@ -204,12 +204,31 @@ def _fsync_all(paths: list[Path]) -> None:
         raise errors[0]
 
 
-def _start_or_run(thread: threading.Thread) -> None:
-    """Start ``thread``, or run its target here when no thread can start (at interpreter shutdown)."""
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _in_background(function: Callable[..., Any], *args: Any) -> Future[Any] | None:
+    """Run ``function(*args)`` on one of a few threads kept for the whole process (a thread started per fsync
+    or deletion cost the training thread time: creating and ending one maps and unmaps its stack). None:
+    it ran here, at interpreter shutdown, when no thread takes work any more."""
+    global _POOL
     try:
-        thread.start()
+        with _POOL_LOCK:
+            if _POOL is None:
+                _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="checkpoint io")
+            return _POOL.submit(function, *args)
     except RuntimeError:
-        thread.run()
+        function(*args)
+        return None
+
+
+def _forget_pool() -> None:  # a forked child has none of the parent's threads
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 def read_tensors(path: Path) -> dict[str, Any]:
@@ -233,7 +252,7 @@ class CheckpointStore:
         self.save_dir = Path(save_dir)
         # checkpoints verified or written by this process: retention reads these, never re-hashes
         self._known: dict[Path, CheckpointInfo] = {}
-        self._deleting: threading.Thread | None = None
+        self._deleting: Future[Any] | None = None
         self._spare: list[Path] = []  # discarded checkpoints (.trash-*) whose directory the next write reuses
 
     def write(self, global_step: int, tensors: dict[str, dict[str, Any]], state: dict[str, Any]) -> Path:
@@ -355,10 +374,14 @@ class CheckpointStore:
     def _delete_later(self, trash: Path) -> None:
         """Deleting is slow on some filesystems (20 ms for a LeNet-5 checkpoint here, mounted with `discard`):
         one deletion at a time runs beside the next write; leftovers go at the next start (clean_tmp)."""
-        if self._deleting is not None and self._deleting.ident is not None:
-            self._deleting.join()
-        self._deleting = threading.Thread(target=shutil.rmtree, args=(trash, True), name="checkpoint trash")
-        _start_or_run(self._deleting)
+        self.join_deletion()
+        self._deleting = _in_background(shutil.rmtree, trash, True)
+
+    def join_deletion(self) -> None:
+        """Wait for the deletion running in the background, if any."""
+        if self._deleting is not None:
+            self._deleting.result()
+            self._deleting = None
 
     def prune(self, keep: set[Path]) -> list[Path]:
         """Delete the known valid checkpoints (see :meth:`known`) not in ``keep``; return what was deleted.

@@ -71,7 +71,8 @@ class CheckpointWriter:
         self._idle.set()
         self._failure: tuple[str, BaseException] | None = None
         self._buffers: dict[str, np.ndarray] = {}
-        self._known: dict[str, tuple[Any, str, bool]] = {}  # key -> (tensor, dtype, whether it is staged)
+        # file stem -> name -> (tensor, dtype, numpy dtype, True if staged in a reused buffer else None)
+        self._known: dict[str, dict[str, tuple[Any, ...]]] = {}
 
     @property
     def busy(self) -> bool:
@@ -81,24 +82,37 @@ class CheckpointWriter:
     def snapshot(self, groups: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, HostTensor]]:
         """Copy ``{file stem: {name: tensor}}`` to host memory, once the write in flight (if any) has finished."""
         self.join()
-        return {
-            stem: {name: self._copy(f"{stem}/{name}", tensor) for name, tensor in group.items()}
-            for stem, group in groups.items()
-        }
+        out = {}
+        for stem, group in groups.items():
+            known, copies = self._known.setdefault(stem, {}), {}
+            for name, tensor in group.items():  # the training thread waits for this loop: kept lean
+                seen = known.get(name)
+                if seen is not None and seen[0] is tensor and seen[3] is None:  # a small tensor seen before
+                    array = tensor.numpy()  # a copy (of a device tensor: to the host); 1 us for a small one
+                    if array.dtype == seen[2]:
+                        copies[name] = HostTensor(array, seen[1])
+                        continue
+                    del known[name]  # its dtype changed in place since: look again
+                copies[name] = self._copy(known, f"{stem}/{name}", name, tensor)
+            out[stem] = copies
+        return out
 
-    def _copy(self, key: str, tensor: Any) -> HostTensor:
+    def _copy(self, known: dict[str, tuple[Any, ...]], key: str, name: str, tensor: Any) -> HostTensor:
+        """``tensor`` copied to host memory; ``known[name]`` remembers how, for the next save (see snapshot)."""
         if isinstance(tensor, (np.ndarray, HostTensor)):  # host data of the caller's: copied all the same
             array, dtype = host_tensor(tensor)
             return HostTensor(self._into_buffer(key, array) if array.nbytes >= STAGED_BYTES else array.copy(), dtype)
-        known = self._known.get(key)
-        if known is None or known[0] is not tensor:  # the same tensor object keeps its size from save to save
+        seen = known.get(name)
+        if seen is None or seen[0] is not tensor:  # the same tensor object keeps its size from save to save
+            dtype = dtype_name(tensor)
             large = math.prod(tensor.shape) * tensor.element_size() >= STAGED_BYTES and tensor.place.is_cpu_place()
-            known = self._known[key] = (tensor, dtype_name(tensor), large)
-        _, dtype, large = known
+            # (tensor, dtype name, numpy dtype of Tensor.numpy(), True if staged in a reused buffer else None)
+            seen = known[name] = (tensor, dtype, _numpy_dtype(dtype), True if large else None)
+        _, dtype, numpy_dtype, large = seen
         if not large:
-            array = tensor.numpy()  # a copy (of a device tensor: to the host)
-            if array.dtype.name != _NUMPY_NAMES.get(dtype, dtype):  # its dtype changed in place since
-                del self._known[key]
+            array = tensor.numpy()
+            if array.dtype != numpy_dtype:
+                del known[name]
                 dtype = dtype_name(tensor)
             return HostTensor(array, dtype)
         try:
@@ -182,6 +196,14 @@ class CheckpointWriter:
         _RUNNING.discard(self)
         self._buffers.clear()
         self._known.clear()
+
+
+def _numpy_dtype(dtype: str) -> np.dtype | None:
+    """The dtype of ``Tensor.numpy()`` for a tensor of Paddle dtype ``dtype`` (None: numpy has none)."""
+    try:
+        return np.dtype(_NUMPY_NAMES.get(dtype, dtype))
+    except TypeError:
+        return None
 
 
 _RUNNING: weakref.WeakSet[CheckpointWriter] = weakref.WeakSet()
