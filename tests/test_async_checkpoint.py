@@ -285,22 +285,47 @@ def test_a_write_in_flight_when_the_interpreter_exits_completes(tmp_path, subpro
 
 
 # ---------------------------------------------------------------- the snapshot and the file format
-@pytest.mark.parametrize("numel", [16, STAGED_BYTES // 4 + 1])  # copied by Tensor.numpy() / into a reused buffer
+@pytest.mark.parametrize("numel", [16, STAGED_BYTES // 4 + 1])
 def test_the_snapshot_does_not_move_when_training_changes_the_tensors(numel):
     writer = CheckpointWriter()
     tensor = paddle.arange(numel, dtype="float32")
-    for value in (1.0, 2.0):  # the second snapshot reuses the first one's buffer
+    for value in (1.0, 2.0):  # the second snapshot copies into the first one's buffer
         tensor.set_value(paddle.full([numel], value))
         snap = writer.snapshot({"model": {"w": tensor}})["model"]["w"]
         tensor.set_value(paddle.full([numel], -1.0))  # the optimizer steps on while the write runs
         assert snap.dtype == "float32" and (snap.array == value).all()
-    assert bool(writer._buffers) == (numel * 4 >= STAGED_BYTES)
     array = np.ones(numel, np.float32)  # host data is copied too
     snap = writer.snapshot({"model": {"a": array}})["model"]["a"]
     array[:] = -1.0
     assert (snap.array == 1.0).all()
-    writer.close()  # the end of fit frees the host buffers
-    assert not writer._buffers
+    assert bool(writer._buffers) == (numel * 4 >= STAGED_BYTES)  # large host data: into a kept buffer
+    writer.close()  # the end of fit frees the host buffers and the views
+    assert not writer._buffers and not writer._known
+
+
+def test_a_snapshot_follows_a_tensor_whose_memory_or_shape_changed():
+    """The view kept of a tensor's memory is used only while the tensor keeps its address and shape."""
+    writer = CheckpointWriter()
+    net = paddle.nn.Linear(4, 3)
+    optimizer = paddle.optimizer.Adam(0.1, parameters=net.parameters())
+    for _ in range(3):  # Adam updates in place: the same memory, copied through the kept view
+        net(paddle.ones([2, 4])).sum().backward()
+        optimizer.step()
+        optimizer.clear_grad()
+        snap = writer.snapshot({"model": dict(net.state_dict())})["model"]
+        assert all(np.array_equal(snap[k].array, v.numpy()) for k, v in net.state_dict().items())
+    weight = net.weight
+    weight.set_value(paddle.full([4, 3], 7.0))  # new values, perhaps new memory
+    assert (writer.snapshot({"model": {"w": weight}})["model"]["w"].array == 7.0).all()
+    replaced = paddle.create_parameter([4, 3], "float32")  # another tensor object under the same name
+    replaced.set_value(paddle.full([4, 3], 5.0))
+    assert (writer.snapshot({"model": {"w": replaced}})["model"]["w"].array == 5.0).all()
+    flat = paddle.arange(12, dtype="float32")
+    writer.snapshot({"model": {"f": flat}})
+    flat.reshape_([3, 4])  # the same memory, another shape
+    snap = writer.snapshot({"model": {"f": flat}})["model"]["f"]
+    assert snap.array.shape == (3, 4) and np.array_equal(snap.array, np.arange(12).reshape(3, 4))
+    writer.close()
 
 
 def test_a_tensor_cast_in_place_is_snapshot_with_its_new_dtype():

@@ -1,6 +1,6 @@
 """The same job with this library, PyTorch Lightning and Keras 3 (torch backend): speed and exactness.
 
-    python bench/peers/compare.py                  # 3 kills and 3 timing rounds per stack (a few minutes)
+    python bench/peers/compare.py                  # 3 kills and 5 timing rounds per stack (a few minutes)
     python bench/peers/compare.py --kills 1 --rounds 1 --stacks library,lightning
 
 The job (``bench/peers/job_spec.py``): LeNet-5, 2,048 real MNIST training
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stacks", default=",".join(STACKS))
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs per stack")
-    parser.add_argument("--rounds", type=int, default=3, help="timing rounds per stack (2 pairs each)")
+    parser.add_argument("--rounds", type=int, default=5, help="timing rounds per stack (2 pairs each)")
     parser.add_argument("--seed", type=int, default=None, help="draws the kill steps (default: random, printed)")
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else secrets.randbelow(1 << 30)

@@ -25,13 +25,12 @@ Examples:
 from __future__ import annotations
 
 import atexit
-import math
 import queue
 import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -40,11 +39,22 @@ from paddle_mnist_hapi.errors import CheckpointError
 
 __all__ = ["STAGED_BYTES", "CheckpointWriter", "all_finite"]
 
-# Tensors of at least this many bytes are copied into host buffers kept from one save to the next: a fresh
-# allocation of that size costs more in page faults than the copy itself (an 11.9 M-parameter MLP's weights:
-# 35 ms through Tensor.numpy(), 11 ms into a reused buffer).
+# Host arrays (numpy data of the caller's) of at least this many bytes are copied into buffers kept from one
+# save to the next: a fresh allocation of that size costs more in page faults than the copy itself (an 11.9
+# M-parameter MLP's weights: 35 ms through Tensor.numpy(), 11 ms into a reused buffer). Tensors in host memory
+# always go into kept buffers (see CheckpointWriter.snapshot).
 STAGED_BYTES = 1 << 18
 _NUMPY_NAMES = {"bfloat16": "uint16"}  # Tensor.numpy() of a bfloat16 tensor: its bits
+
+
+class _Seen(NamedTuple):
+    """How a tensor was copied at the last save, to copy it again quickly (see CheckpointWriter.snapshot)."""
+
+    tensor: Any
+    view: np.ndarray | None  # the tensor's own memory (DLPack), for a tensor in host memory; else None
+    address: int  # the tensor's data_ptr() when the view was taken
+    shape: list[int]
+    host: HostTensor | None  # the buffer the view is copied into, as the snapshot hands it out
 
 
 class CheckpointWriter:
@@ -71,8 +81,7 @@ class CheckpointWriter:
         self._idle.set()
         self._failure: tuple[str, BaseException] | None = None
         self._buffers: dict[str, np.ndarray] = {}
-        # file stem -> name -> (tensor, dtype, numpy dtype, True if staged in a reused buffer else None)
-        self._known: dict[str, dict[str, tuple[Any, ...]]] = {}
+        self._known: dict[str, dict[str, _Seen]] = {}  # file stem -> tensor name -> how it was copied
 
     @property
     def busy(self) -> bool:
@@ -80,46 +89,47 @@ class CheckpointWriter:
         return not self._idle.is_set()
 
     def snapshot(self, groups: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, HostTensor]]:
-        """Copy ``{file stem: {name: tensor}}`` to host memory, once the write in flight (if any) has finished."""
+        """Copy ``{file stem: {name: tensor}}`` to host memory, once the write in flight (if any) has finished.
+
+        A tensor in host memory is copied from a view of its memory into a buffer kept from one save to the
+        next (about 1 us for a small one, no allocation); the view is used again only while the tensor is
+        the same object with the same memory address and shape (an optimizer that updates in place), and
+        taken anew otherwise. The arrays returned are valid until the next snapshot.
+        """
         self.join()
         out = {}
         for stem, group in groups.items():
             known, copies = self._known.setdefault(stem, {}), {}
             for name, tensor in group.items():  # the training thread waits for this loop: kept lean
                 seen = known.get(name)
-                if seen is not None and seen[0] is tensor and seen[3] is None:  # a small tensor seen before
-                    array = tensor.numpy()  # a copy (of a device tensor: to the host); 1 us for a small one
-                    if array.dtype == seen[2]:
-                        copies[name] = HostTensor(array, seen[1])
+                if seen is not None and seen.tensor is tensor and seen.host is not None:
+                    if tensor.data_ptr() == seen.address and tensor.shape == seen.shape:
+                        np.copyto(seen.host.array, seen.view)
+                        copies[name] = seen.host
                         continue
-                    del known[name]  # its dtype changed in place since: look again
                 copies[name] = self._copy(known, f"{stem}/{name}", name, tensor)
             out[stem] = copies
         return out
 
-    def _copy(self, known: dict[str, tuple[Any, ...]], key: str, name: str, tensor: Any) -> HostTensor:
+    def _copy(self, known: dict[str, _Seen], key: str, name: str, tensor: Any) -> HostTensor:
         """``tensor`` copied to host memory; ``known[name]`` remembers how, for the next save (see snapshot)."""
         if isinstance(tensor, (np.ndarray, HostTensor)):  # host data of the caller's: copied all the same
             array, dtype = host_tensor(tensor)
             return HostTensor(self._into_buffer(key, array) if array.nbytes >= STAGED_BYTES else array.copy(), dtype)
-        seen = known.get(name)
-        if seen is None or seen[0] is not tensor:  # the same tensor object keeps its size from save to save
-            dtype = dtype_name(tensor)
-            large = math.prod(tensor.shape) * tensor.element_size() >= STAGED_BYTES and tensor.place.is_cpu_place()
-            # (tensor, dtype name, numpy dtype of Tensor.numpy(), True if staged in a reused buffer else None)
-            seen = known[name] = (tensor, dtype, _numpy_dtype(dtype), True if large else None)
-        _, dtype, numpy_dtype, large = seen
-        if not large:
-            array = tensor.numpy()
-            if array.dtype != numpy_dtype:
-                del known[name]
-                dtype = dtype_name(tensor)
-            return HostTensor(array, dtype)
-        try:
-            view = np.from_dlpack(tensor.detach())  # the tensor's own memory, no copy
-        except (BufferError, RuntimeError, TypeError):  # e.g. bfloat16, which DLPack to numpy cannot express
+        known.pop(name, None)
+        dtype = dtype_name(tensor)
+        view = None
+        if tensor.place.is_cpu_place():
+            try:
+                view = np.from_dlpack(tensor.detach())  # the tensor's own memory, no copy
+            except (BufferError, RuntimeError, TypeError):  # e.g. bfloat16, which DLPack to numpy cannot express
+                view = None
+        if view is None or view.dtype != _numpy_dtype(dtype):  # on a device, or no view: a copy each time
             return HostTensor(tensor.numpy(), dtype)
-        return HostTensor(self._into_buffer(key, view), dtype)
+        host = HostTensor(np.empty(view.shape, view.dtype), dtype)
+        np.copyto(host.array, view)
+        known[name] = _Seen(tensor, view, tensor.data_ptr(), tensor.shape, host)
+        return host
 
     def _into_buffer(self, key: str, array: np.ndarray) -> np.ndarray:
         buffer = self._buffers.get(key)
