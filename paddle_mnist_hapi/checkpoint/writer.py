@@ -51,10 +51,10 @@ class _Seen(NamedTuple):
     """How a tensor was copied at the last save, to copy it again quickly (see CheckpointWriter.snapshot)."""
 
     tensor: Any
-    view: np.ndarray | None  # the tensor's own memory (DLPack), for a tensor in host memory; else None
+    view: np.ndarray  # the tensor's own memory (DLPack)
     address: int  # the tensor's data_ptr() when the view was taken
     shape: list[int]
-    host: HostTensor | None  # the buffer the view is copied into, as the snapshot hands it out
+    host: HostTensor  # the buffer the view is copied into, as the snapshot hands it out
 
 
 class CheckpointWriter:
@@ -102,11 +102,15 @@ class CheckpointWriter:
             known, copies = self._known.setdefault(stem, {}), {}
             for name, tensor in group.items():  # the training thread waits for this loop: kept lean
                 seen = known.get(name)
-                if seen is not None and seen.tensor is tensor and seen.host is not None:
-                    if tensor.data_ptr() == seen.address and tensor.shape == seen.shape:
-                        np.copyto(seen.host.array, seen.view)
-                        copies[name] = seen.host
-                        continue
+                if (
+                    seen is not None
+                    and seen.tensor is tensor
+                    and tensor.data_ptr() == seen.address
+                    and tensor.shape == seen.shape
+                ):
+                    np.copyto(seen.host.array, seen.view)
+                    copies[name] = seen.host
+                    continue
                 copies[name] = self._copy(known, f"{stem}/{name}", name, tensor)
             out[stem] = copies
         return out
