@@ -179,16 +179,15 @@ def breakdown(name: str, directory: Path, saves: int = 15) -> dict[str, float]:
     try:
         for step in range(1, saves + 1):
             clock[:] = [time.perf_counter()]
-            groups = {"model": dict(network.state_dict()), "optimizer": state.optimizer_tensors(optimizer, network)}
+            groups = state.training_tensors(network, optimizer)
             lap("training thread: gather the tensors (state_dict, optimizer accumulators)")
             tensors = writer.snapshot(groups)
             lap("training thread: copy them to host memory")
-            rng = state.rng_snapshot()
-            payload = {"epoch_rng": epoch_rng, "lr": state.lr_state(optimizer),
-                       "metrics": state.jsonable_metric_states(state.copy_metric_states(model._metrics))}  # fmt: skip
-            lap("training thread: RNG states, LR, metrics as data")
-            payload["rng"] = state.jsonable_rng(rng)
-            lap("writer: RNG state as JSON-ready data")
+            rng, metrics = state.rng_snapshot(), state.copy_metric_states(model._metrics)
+            payload = {"epoch_rng": epoch_rng, "lr": state.lr_state(optimizer)}
+            lap("training thread: RNG states, LR, metrics as copies")
+            payload.update(rng=state.jsonable_rng(rng), metrics=state.jsonable_metric_states(metrics))
+            lap("writer: RNG states and metrics as JSON-ready data")
             all_finite(tensors["model"])
             lap("writer: finite check (host copy)")
             inside.clear()
