@@ -57,7 +57,12 @@ __all__ = [
 
 # ---------------------------------------------------------------- RNG
 def numpy_rng_state() -> list[Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return _numpy_rng_data(np.random.get_state())
+
+
+def _numpy_rng_data(state: tuple[Any, ...]) -> list[Any]:
+    """``np.random.get_state()`` as JSON-ready data (what :func:`set_numpy_rng_state` takes)."""
+    kind, keys, pos, has_gauss, cached = state
     return [kind, _words_text(keys), int(pos), int(has_gauss), float(cached)]
 
 
@@ -101,10 +106,10 @@ def rng_snapshot() -> tuple[Any, ...]:
 
 def jsonable_rng(snapshot: tuple[Any, ...]) -> dict[str, Any]:
     """:func:`rng_snapshot`'s states as JSON-ready data (what :func:`rng_state` returns)."""
-    generators, (kind, keys, pos, has_gauss, cached), (version, internal, gauss) = snapshot
+    generators, numpy_state, (version, internal, gauss) = snapshot
     return {
         "paddle": [_generator_state(g.__getstate__()) for g in generators],
-        "numpy": [kind, _words_text(keys), int(pos), int(has_gauss), float(cached)],
+        "numpy": _numpy_rng_data(numpy_state),
         "python": [version, _words_text(internal), gauss],  # 624 words and the position, all < 2**32
     }
 
