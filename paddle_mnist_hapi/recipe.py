@@ -41,6 +41,7 @@ from paddle_mnist_hapi.callbacks.metrics_log import MetricsLog
 from paddle_mnist_hapi.callbacks.resume import ResumeCkpt
 from paddle_mnist_hapi.callbacks.visualdl import VisualDL
 from paddle_mnist_hapi.data import MNIST, Augment, InMemoryLoader
+from paddle_mnist_hapi.data.glyphs import add_flagged_ones
 from paddle_mnist_hapi.deploy.export import export_model
 from paddle_mnist_hapi.device import set_device
 from paddle_mnist_hapi.errors import ConfigError
@@ -55,6 +56,7 @@ __all__ = [
     "seed_everything",
     "split_holdout",
     "train",
+    "with_flagged_ones",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,13 @@ class TrainConfig:
     augment: bool = field(
         default=True,
         metadata={"help": "after the fast epochs, vary the training images (affine, elastic, stroke, blur)"},
+    )
+    flag_ones: float = field(
+        default=0.25,
+        metadata={
+            "help": "add copies of this share of the training 1s with a flag at the top, as much of the world "
+            "writes a 1 (MNIST's are bare strokes); 0 turns it off"
+        },
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu or gpu"})
     output: str = field(default="runs/fit_lenet", metadata={"help": "run directory"})
@@ -132,6 +141,11 @@ class TrainConfig:
             raise ConfigError(
                 f"calibration_holdout must be a number of images >= 0. Received: "
                 f"calibration_holdout={self.calibration_holdout!r}"
+            )
+        share = self.flag_ones
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ConfigError(
+                f"flag_ones must be a share of the training 1s between 0 and 1. Received: flag_ones={self.flag_ones!r}"
             )
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be a positive number of images. Received: limit={self.limit!r}")
@@ -220,6 +234,23 @@ def split_holdout(train_data: MNIST, limit: int | None, holdout: int) -> tuple[M
     return parts[0], (parts[1] if len(parts[1]) else None)
 
 
+def with_flagged_ones(train_data: MNIST, share: float) -> MNIST:
+    """``train_data`` with flagged copies of a ``share`` of its 1s added (:mod:`~paddle_mnist_hapi.data.glyphs`).
+
+    Examples:
+        >>> data = MNIST("train", limit=100)
+        >>> more = with_flagged_ones(data, 0.5)
+        >>> len(more) - len(data) == int((more.labels[100:] == 1).sum()) > 0, more.source.endswith(" + flagged 1s")
+        (True, True)
+    """
+    if not share:
+        return train_data
+    images, labels = add_flagged_ones(train_data.raw_images, train_data.labels, share)
+    out = MNIST.from_arrays(images, labels, mode="train")
+    out.source = f"{train_data.source} + flagged 1s"
+    return out
+
+
 def fit_calibration(model: paddle.Model, holdout: MNIST) -> dict[str, Any]:
     """The export's ``"calibration"`` metadata: a temperature fitted on the held-out training images.
 
@@ -299,6 +330,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     train_data, holdout = split_holdout(
         MNIST("train", data_dir=config.data_dir), config.limit, config.calibration_holdout
     )
+    mnist_images = len(train_data)
+    train_data = with_flagged_ones(train_data, config.flag_ones)
     test_data = MNIST("test", data_dir=config.data_dir)
     # the fast data path: whole splits in memory, ready batches, sharded across ranks
     augment = replace(RECIPE_AUGMENT, start_epoch=config.fast_epochs) if config.augment else None
@@ -338,7 +371,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     summary = {
         "model": config.model,
         "epochs": config.epochs,
-        "train_images": len(train_data),
+        "train_images": mnist_images,  # MNIST's; the flagged copies of its 1s come on top
+        "flagged_ones": len(train_data) - mnist_images,
         "test_acc": round(float(result["acc"]), 4),
         "test_loss": round(float(np.ravel(result["loss"])[0]), 4),
         "train_seconds": round(train_seconds, 1),
