@@ -8,6 +8,7 @@ import io
 import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,6 +179,24 @@ def test_predict_batch_matches_the_training_accuracy(predictor, trained_run):
 def test_predictor_finds_the_export_in_a_run_directory(trained_run):
     assert resolve_model_prefix(trained_run["run_dir"]) == trained_run["export"]
     assert Predictor(trained_run["run_dir"]).class_names == [str(i) for i in range(10)]
+
+
+def test_a_run_directory_gives_its_own_export_from_any_working_directory(trained_run, tmp_path, monkeypatch):
+    """The recipe records the export relative to where it ran (``runs/fit_lenet/inference/lenet5``); asked for
+    that run from elsewhere, the run's own model is used, not a same-named run under the current directory."""
+    import shutil
+
+    run, other = tmp_path / "there" / "runs" / "fit_lenet", tmp_path / "here" / "runs" / "fit_lenet"
+    for directory in (run, other):
+        shutil.copytree(Path(trained_run["run_dir"]) / "inference", directory / "inference")
+        summary = json.loads((Path(trained_run["run_dir"]) / "summary.json").read_text())
+        (directory / "summary.json").write_text(json.dumps({**summary, "export": "runs/fit_lenet/inference/lenet5"}))
+    metadata = other / "inference" / "lenet5_meta.json"
+    meta = json.loads(metadata.read_text())
+    metadata.write_text(json.dumps({**meta, "calibration": {**meta["calibration"], "temperature": 7.0}}))
+    monkeypatch.chdir(tmp_path / "here")
+    assert resolve_model_prefix(run) == str(run / "inference" / "lenet5")
+    assert Predictor(run).temperature != 7.0 and Predictor("runs/fit_lenet").temperature == 7.0
 
 
 def test_predictor_for_a_flat_input_model(tmp_path, digits):

@@ -129,7 +129,12 @@ def resolve_model_prefix(path: str | os.PathLike[str]) -> str:
                 exported = json.loads(summary.read_text()).get("export")
             except (OSError, ValueError):
                 exported = None
-            if exported and Path(exported + ".json").is_file():
+            # The summary's path is relative to where training ran, not to here: the run directory's own
+            # export comes first (a same-named run under the current directory is another model).
+            own = directory / "inference" / Path(exported).name if exported else None
+            if own is not None and Path(f"{own}.json").is_file():
+                return str(own)
+            if exported and Path(exported).is_absolute() and Path(f"{exported}.json").is_file():
                 return str(exported)
         metadata = (METADATA_SUFFIX, LEGACY_METADATA_SUFFIX)
         candidates = sorted(
