@@ -41,6 +41,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from paddle_mnist_hapi.data.framing import DIGIT_BOX, place_by_mass, scale_to_box
 from paddle_mnist_hapi.errors import ConfigError, ImageError
 
 __all__ = [
@@ -56,13 +57,8 @@ __all__ = [
     "stroke_width",
 ]
 
-#: MNIST scaled each digit to fit this box, then centred it in 28x28.
-DIGIT_BOX = 20
-SIZE = 28
 #: Larger pictures are first scaled down to this longest side.
 WORK_SIZE = 1024
-#: Where MNIST digits have their centre of mass (row and column; measured: 13.99, 14.00).
-CENTRE = 14.0
 #: MNIST's mean stroke width in pixels of the 28x28 image, as ``stroke_width`` measures it.
 STROKE_WIDTH = 2.9
 THIN_ABOVE = 1.6
@@ -537,17 +533,7 @@ def _mnist_box(crop: np.ndarray) -> np.ndarray:
         shrink = round(width - THIN_TO * wanted) | 1
         if shrink >= 3:
             crop_image = crop_image.filter(ImageFilter.MinFilter(shrink))
-    new_w = max(1, round(crop_image.width * DIGIT_BOX / max(crop_image.size)))
-    new_h = max(1, round(crop_image.height * DIGIT_BOX / max(crop_image.size)))
-    small = np.asarray(crop_image.resize((new_w, new_h), Image.Resampling.LANCZOS), dtype=np.float32)
-    small = np.clip(small, 0, None)
+    small = scale_to_box(crop_image)
     if small.max() > 0:
         small = np.clip(small * (255.0 / small.max()), 0, 255)
-    total = small.sum()
-    ys, xs = np.indices(small.shape)
-    cy, cx = (ys * small).sum() / total, (xs * small).sum() / total
-    top = int(np.clip(round(CENTRE - cy), 0, SIZE - new_h))
-    left = int(np.clip(round(CENTRE - cx), 0, SIZE - new_w))
-    out = np.zeros((SIZE, SIZE), dtype=np.float32)
-    out[top : top + new_h, left : left + new_w] = small
-    return np.uint8(np.round(out))
+    return place_by_mass(small)

@@ -33,7 +33,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from paddle_mnist_hapi.data.dataset import MEAN, STD
-from paddle_mnist_hapi.deploy.mnist_digit import DIGIT_BOX, SIZE, Background, DigitPicture, find_digit, needs_inversion
+from paddle_mnist_hapi.data.framing import DIGIT_BOX, SIZE
+from paddle_mnist_hapi.deploy.mnist_digit import Background, DigitPicture, find_digit, needs_inversion
 from paddle_mnist_hapi.errors import ImageError
 
 __all__ = [
