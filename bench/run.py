@@ -323,6 +323,15 @@ def _checkpoint_rows(by_model: dict[str, Any]) -> list[str]:
     ]
 
 
+def _paired(speeds: dict[str, Any]) -> str:
+    """``; paired median X% (quartiles A-B%)`` when the run measured it."""
+    if speeds.get("checkpoint_cost_paired") is None:
+        return ""
+    low, high = speeds["checkpoint_cost_paired_quartiles"]
+    median = _percent(speeds["checkpoint_cost_paired"], 1)
+    return f"; paired median {median}, quartiles {_percent(low, 1)} to {_percent(high, 1)}"
+
+
 def peers_markdown(r: dict[str, Any]) -> str:
     """The peers table (``bench/peers/compare.py``): the same job with this library, Lightning and Keras."""
     speeds, exact = r.get("peers_img_per_s") or {}, r.get("peers_exact") or {}
@@ -350,7 +359,8 @@ def peers_markdown(r: dict[str, Any]) -> str:
         lines.append(
             f"| {label} | {identical} | {owed} | "
             f"{_fmt(s.get('with_checkpoints'))} / {_fmt(s.get('without_checkpoints'))} | "
-            f"{_percent(s.get('checkpoint_cost'), 1)} (CPU time {_percent(s.get('checkpoint_cost_cpu'), 1)}) |"
+            f"{_percent(s.get('checkpoint_cost'), 1)} (CPU time {_percent(s.get('checkpoint_cost_cpu'), 1)}"
+            f"{_paired(s)}) |"
         )
     return "\n".join(lines) + "\n"
 

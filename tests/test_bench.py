@@ -101,3 +101,17 @@ def test_the_peers_table_says_what_each_stack_did() -> None:
     assert "| 0 of 3 (weights differ by up to 1.2e-02) | 1 of 3 (up to 20 batches trained again) |" in row
     assert row.endswith("| 4,100 / 4,500 | 9.8% (CPU time 5.0%) |")
     assert "| this library (`ResumeCkpt(dir, every_n_steps=4)`) | n/a |" in table  # not measured: said so
+    speeds.update(checkpoint_cost_paired=0.041, checkpoint_cost_paired_quartiles=[0.012, 0.077])
+    table = bench_run.peers_markdown({"peers_img_per_s": {"keras": speeds}, "peers_exact": {"keras": exact}})
+    assert "| 9.8% (CPU time 5.0%; paired median 4.1%, quartiles 1.2% to 7.7%) |" in table
+
+
+def test_the_peers_timing_keeps_its_pairs_and_their_median_ratio() -> None:
+    job_spec = _load("peers/job_spec")
+    # (wall, wall with checkpoints, CPU, CPU with): one pair disturbed by the machine, not by the checkpoints
+    pairs = [(1.0, 1.02, 1.0, 1.1), (1.0, 1.04, 1.0, 1.1), (2.0, 2.1, 1.0, 1.1), (1.0, 1.5, 1.0, 1.1)]
+    report = job_spec.timing_report(pairs)
+    assert report["cost_paired"] == pytest.approx(0.045)  # the median of 2%, 4%, 5%, 50%
+    assert report["cost_paired_quartiles"] == pytest.approx([0.035, 0.1625])
+    assert report["cost"] == pytest.approx(0.02)  # the fastest of each kind: 1.02 / 1.0
+    assert report["pairs_s"] == pairs

@@ -14,8 +14,11 @@ every 4 steps, one thread. Each stack is used as its documentation shows:
   fastest of the fits of each kind: on a shared machine the least disturbed) and
   ``checkpoint_cost`` (with / without - 1, from those); ``checkpoint_cost_cpu``
   is the median over the pairs of the process CPU time ratio (others' load does
-  not enter it). Fits run in pairs back to back in one process, each a fresh
-  model; every stack in its own processes, the stacks' rounds interleaved.
+  not enter it); ``checkpoint_cost_paired`` the median over the pairs of the
+  wall time ratio, with its quartiles, and ``pairs_s`` every pair's seconds
+  (wall, wall with, CPU, CPU with). Fits run in pairs back to back in one
+  process, each a fresh model; every stack in its own processes, the stacks'
+  rounds interleaved.
 - ``peers_exact``: each stack's script is started, SIGKILLed (its whole process
   group; the exit status must say the signal killed it) at a random step after a
   checkpoint exists, and run again to the end; its final weights are compared
@@ -120,7 +123,9 @@ def speed(stacks: list[str], data: Path, rounds: int, pairs: int, work: Path) ->
         report = timing_report(timings)
         out[stack] = {"without_checkpoints": report["img_per_s_without"], "with_checkpoints": report["img_per_s_with"],
                       "checkpoint_cost": report["cost"], "checkpoint_cost_cpu": report["cost_cpu"],
-                      "pairs": len(timings), **versions[stack]}  # fmt: skip
+                      "checkpoint_cost_paired": report["cost_paired"],
+                      "checkpoint_cost_paired_quartiles": report["cost_paired_quartiles"],
+                      "pairs": len(timings), "pairs_s": report["pairs_s"], **versions[stack]}  # fmt: skip
     return out
 
 

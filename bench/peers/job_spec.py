@@ -76,14 +76,18 @@ def timing_report(pairs: list[tuple[float, ...]]) -> dict[str, Any]:
     """``pairs``: (seconds without, seconds with, CPU seconds without, CPU seconds with) of back-to-back fits.
 
     Images/s of the fastest fit of each kind (on a shared machine the fastest is the least disturbed), the
-    cost of the checkpoints from them, and ``cost_cpu``, the median of the pairs' process CPU time ratios
-    (other processes' load does not enter it; the background writer's work does).
+    cost of the checkpoints from them, ``cost_cpu``, the median of the pairs' process CPU time ratios
+    (other processes' load does not enter it; the background writer's work does), and ``cost_paired``, the
+    median of the pairs' wall time ratios with their quartiles (each pair ran back to back, so a slow
+    minute of the machine enters both of its fits).
     """
     images = STEPS * BATCH
     without, with_ = min(p[0] for p in pairs), min(p[1] for p in pairs)
     cpu = sorted(p[3] / p[2] for p in pairs)
+    wall = np.quantile([p[1] / p[0] for p in pairs], [0.25, 0.5, 0.75])
     return {"img_per_s_without": images / without, "img_per_s_with": images / with_, "cost": with_ / without - 1,
-            "cost_cpu": cpu[len(cpu) // 2] - 1, "pairs_s": pairs}  # fmt: skip
+            "cost_cpu": cpu[len(cpu) // 2] - 1, "cost_paired": float(wall[1]) - 1,
+            "cost_paired_quartiles": [float(wall[0]) - 1, float(wall[2]) - 1], "pairs_s": pairs}  # fmt: skip
 
 
 def timed(fit: Any) -> tuple[float, float]:
