@@ -324,7 +324,7 @@ def _checkpoint_rows(by_model: dict[str, Any]) -> list[str]:
 
 
 def _paired(speeds: dict[str, Any]) -> str:
-    """``; paired median X% (quartiles A-B%)`` when the run measured it."""
+    """``; paired median X%, quartiles A% to B%`` when the run measured it, else nothing."""
     if speeds.get("checkpoint_cost_paired") is None:
         return ""
     low, high = speeds["checkpoint_cost_paired_quartiles"]
