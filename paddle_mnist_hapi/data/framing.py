@@ -46,9 +46,17 @@ def mass_centre(image: np.ndarray) -> tuple[float, float]:
 
 
 def place_by_mass(small: np.ndarray, centre: float = CENTRE) -> np.ndarray:
-    """uint8 ``(28, 28)``: ``small`` (0..255, at most 28 a side, not blank) placed so that its centre of mass
-    falls on ``centre`` (row and column; MNIST's by default), to the nearest pixel and inside the field."""
+    """uint8 ``(28, 28)``: ``small`` (0..255, at most 28 a side) placed so that its centre of mass falls on
+    ``centre`` (row and column; MNIST's by default), to the nearest pixel and inside the field; an empty
+    field when ``small`` is blank.
+
+    Examples:
+        >>> int(place_by_mass(np.zeros((20, 20))).sum())
+        0
+    """
     height, width = small.shape
+    if not small.any():
+        return np.zeros((SIZE, SIZE), dtype=np.uint8)
     row, col = mass_centre(small)
     top = int(np.clip(round(centre - row), 0, SIZE - height))
     left = int(np.clip(round(centre - col), 0, SIZE - width))
