@@ -83,7 +83,7 @@ def timing_report(pairs: list[tuple[float, ...]]) -> dict[str, Any]:
     """
     images = STEPS * BATCH
     without, with_ = min(p[0] for p in pairs), min(p[1] for p in pairs)
-    cpu = sorted(p[3] / p[2] for p in pairs)
+    cpu = sorted(p[3] / p[2] for p in pairs)  # its upper-middle pair, as in every earlier results.json
     wall = np.quantile([p[1] / p[0] for p in pairs], [0.25, 0.5, 0.75])
     return {"img_per_s_without": images / without, "img_per_s_with": images / with_, "cost": with_ / without - 1,
             "cost_cpu": cpu[len(cpu) // 2] - 1, "cost_paired": float(wall[1]) - 1,
