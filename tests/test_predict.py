@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from paddle_mnist_hapi.data import MNIST
 from paddle_mnist_hapi.deploy.predict import Prediction, Predictor, resolve_model_prefix
@@ -34,14 +34,16 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return test.raw_images, test.labels.ravel()
 
 
-def photo(raw: np.ndarray, *, scale: int = 8, offset: tuple[int, int] = (0, 0), seed: int = 0) -> Image.Image:
-    """A 28x28 MNIST digit as a photo: dark ink on grey, noisy paper, 400x360, anywhere on the sheet."""
+def photo(
+    raw: np.ndarray, *, scale: int = 8, offset: tuple[int, int] = (0, 0), seed: int = 0, ink: float = 35.0
+) -> Image.Image:
+    """A 28x28 MNIST digit as a photo: dark ink (``ink`` of 255) on grey, noisy paper, 400x360, anywhere."""
     rng = np.random.default_rng(seed)
-    ink = np.asarray(Image.fromarray(raw).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)) / 255.0
+    alpha = np.asarray(Image.fromarray(raw).resize((28 * scale, 28 * scale), Image.Resampling.BICUBIC)) / 255.0
     paper = np.full((360, 400), 225.0) + rng.normal(0, 6, (360, 400)) + np.linspace(-15, 15, 400)  # uneven light
     top, left = (360 - 28 * scale) // 2 + offset[1], (400 - 28 * scale) // 2 + offset[0]
     region = paper[top : top + 28 * scale, left : left + 28 * scale]
-    paper[top : top + 28 * scale, left : left + 28 * scale] = region * (1 - ink) + 35 * ink
+    paper[top : top + 28 * scale, left : left + 28 * scale] = region * (1 - alpha) + ink * alpha
     return Image.fromarray(np.clip(paper, 0, 255).astype(np.uint8))
 
 
@@ -113,6 +115,31 @@ def test_dark_on_light_photos_need_the_inversion(predictor, digits):
     right = np.mean([predictor.predict(p).label for p in photos] == labels)
     wrong = np.mean([predictor.predict(p, invert=False).label for p in photos] == labels)
     assert right >= 0.9 and wrong < 0.5, (right, wrong)
+
+
+def shadowed(raw: np.ndarray, seed: int, ink: float = 35.0) -> Image.Image:
+    """A photo of an MNIST digit (dark ink on paper) with a shadow's edge across the page at a random angle."""
+    rng = np.random.default_rng(seed)
+    page = np.asarray(photo(raw, seed=seed, ink=ink), dtype=np.float64)
+    yy, xx = np.mgrid[0:360, 0:400]
+    angle, shift = rng.uniform(0, 2 * np.pi), rng.uniform(-60, 60)
+    lit = np.cos(angle) * (xx - 200) + np.sin(angle) * (yy - 180) >= shift
+    light = Image.fromarray(np.where(lit, 255, 128).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2))
+    return Image.fromarray(np.clip(page * np.asarray(light) / 255, 0, 255).astype(np.uint8))
+
+
+@pytest.mark.parametrize("ink", [35.0, 120.0], ids=["dark-ink", "faint-ink"])
+def test_a_shadow_edge_across_the_page_is_not_read_as_ink(predictor, digits, ink):
+    # A smooth estimate of the paper cannot follow the step of a shadow's edge: the band it leaves joined the
+    # digit, and these photos were read at 9-22% (measured before mnist_digit.sharp_paper_level).
+    raw_images, labels = digits
+    read = []
+    for seed, raw in enumerate(raw_images):
+        try:
+            read.append(predictor.predict(shadowed(raw, seed, ink)).label)
+        except ImageError:
+            read.append(-1)
+    assert np.mean(np.asarray(read) == labels) >= 0.85
 
 
 def test_reprocessing_mnist_digits_keeps_them_as_they_were(digits):
